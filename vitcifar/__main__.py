@@ -1,0 +1,5 @@
+import sys
+
+from vitcifar.cli import main
+
+sys.exit(main())

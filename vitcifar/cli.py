@@ -1,0 +1,225 @@
+"""Command line: ``python -m vitcifar train ...`` and ``python -m vitcifar evaluate ...``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import replace
+
+from vitcifar.checkpoint import CheckpointError
+from vitcifar.data import DataError
+from vitcifar.model import PRESETS
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit status 2) instead of the usage block."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    return parse
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="vitcifar", description="Train and evaluate a Vision Transformer on CIFAR-10/100."
+    )
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    data_help = "cifar10 or cifar100 (downloaded to --data-root), or a path to an ImageFolder tree with train/<class>/ and test/<class>/"
+    t = sub.add_parser(
+        "train", help="train a model into a run folder (resumes if the folder holds last.pt)"
+    )
+    t.add_argument(
+        "--preset",
+        default="deit-tiny",
+        choices=sorted(PRESETS),
+        help="model + recipe: deit-tiny (the original notebook) or vit-fast (default: %(default)s)",
+    )
+    t.add_argument("--data", required=True, help=data_help)
+    t.add_argument(
+        "--data-root",
+        default="./data",
+        help="download folder for cifar10/cifar100 (default: %(default)s)",
+    )
+    t.add_argument("--out", required=True, help="run folder for checkpoints, metrics and figures")
+    t.add_argument("--epochs", type=_positive(int), help="epochs (preset default: 300)")
+    t.add_argument(
+        "--batch-size",
+        type=_positive(int),
+        help="batch size (preset default: deit-tiny 1024, vit-fast 512)",
+    )
+    t.add_argument(
+        "--lr", type=_positive(float), help="peak learning rate (default: 5e-4 * batch size / 512)"
+    )
+    t.add_argument(
+        "--subset",
+        type=_positive(int),
+        help="train on a class-balanced subset of N images (quick runs)",
+    )
+    t.add_argument(
+        "--val-size",
+        type=_non_negative_int,
+        default=5000,
+        help="training images held out for picking best.pt; 0 = pick on the test set like the original notebook (default: %(default)s)",
+    )
+    t.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: %(default)s"
+    )
+    t.add_argument(
+        "--amp",
+        choices=["auto", "off", "fp16", "bf16"],
+        help="mixed precision (default auto: bf16 on Ampere+, fp16 on T4, off on CPU)",
+    )
+    gpu = t.add_mutually_exclusive_group()
+    gpu.add_argument(
+        "--gpu-aug",
+        dest="gpu_aug",
+        action="store_true",
+        default=None,
+        help="keep the data on the GPU and augment whole batches there (default when CUDA is used)",
+    )
+    gpu.add_argument(
+        "--no-gpu-aug",
+        dest="gpu_aug",
+        action="store_false",
+        help="per-sample torchvision augmentation in CPU workers",
+    )
+    t.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model (falls back to eager on failure)",
+    )
+    t.add_argument(
+        "--num-workers", type=_non_negative_int, help="CPU DataLoader workers (default: 2)"
+    )
+    t.add_argument("--seed", type=int, help="random seed (default: 0)")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue OUT/last.pt with its stored settings (a folder with last.pt and the same settings resumes anyway)",
+    )
+    t.add_argument(
+        "--no-eval", action="store_true", help="skip the final test-set evaluation of best.pt"
+    )
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    e = sub.add_parser(
+        "evaluate", help="evaluate a checkpoint on the test set; writes figures and metrics.json"
+    )
+    e.add_argument("--checkpoint", required=True, help="RUN_DIR/best.pt or RUN_DIR/last.pt")
+    e.add_argument("--data", required=True, help=data_help)
+    e.add_argument(
+        "--data-root",
+        default="./data",
+        help="download folder for cifar10/cifar100 (default: %(default)s)",
+    )
+    e.add_argument(
+        "--out", help="folder for figures and metrics.json (default: the checkpoint's folder)"
+    )
+    e.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: %(default)s"
+    )
+    return p
+
+
+def _train(args: argparse.Namespace) -> int:
+    from vitcifar.data import load_splits
+    from vitcifar.evaluate import evaluate
+    from vitcifar.train import config_for_preset, train
+
+    overrides = {
+        k: v
+        for k, v in {
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "device": args.device,
+            "amp": args.amp,
+            "gpu_aug": args.gpu_aug,
+            "compile": args.compile or None,
+            "num_workers": args.num_workers,
+            "seed": args.seed,
+        }.items()
+        if v is not None
+    }
+    model_cfg, cfg = config_for_preset(args.preset, **overrides)
+    splits = load_splits(
+        args.data,
+        data_root=args.data_root,
+        val_size=args.val_size,
+        subset=args.subset,
+        seed=cfg.seed,
+        image_size=model_cfg.image_size,
+        progress=not args.quiet,
+    )
+    model_cfg = replace(model_cfg, num_classes=len(splits.classes))
+    print(
+        f"data: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test images, "
+        f"{len(splits.classes)} classes"
+    )
+    run = train(model_cfg, splits, cfg, args.out, resume=args.resume, progress=not args.quiet)
+    print(
+        f"best validation accuracy {run.best_val_acc:.4f} at epoch {run.best_epoch}; run folder {run.out_dir}"
+    )
+    if not args.no_eval:
+        report = evaluate(run.out_dir / "best.pt", splits.test, device=args.device)
+        print(report.summary())
+        print("wrote " + ", ".join(str(p) for p in report.files.values()))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from vitcifar.checkpoint import load_checkpoint
+    from vitcifar.data import load_splits
+    from vitcifar.evaluate import evaluate
+
+    ckpt = load_checkpoint(args.checkpoint)
+    image_size = ckpt["model_config"].get("image_size", 32)
+    splits = load_splits(args.data, data_root=args.data_root, val_size=0, image_size=image_size)
+    report = evaluate(args.checkpoint, splits.test, out_dir=args.out, device=args.device)
+    print(report.summary())
+    print("wrote " + ", ".join(str(p) for p in report.files.values()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vitcifar.train import TrainingDiverged
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if not getattr(args, "quiet", False) else logging.WARNING,
+        format="%(message)s",
+    )
+    try:
+        return _train(args) if args.command == "train" else _evaluate(args)
+    except (DataError, CheckpointError, ValueError, FileNotFoundError) as err:
+        print(f"vitcifar: error: {err}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as err:
+        print(f"vitcifar: training stopped: {err}", file=sys.stderr)
+        return 1

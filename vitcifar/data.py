@@ -1,0 +1,500 @@
+"""Data: CIFAR-10/100 or an ImageFolder tree -> uint8 tensors, splits, augmentation, loaders.
+
+Every source is decoded once into an ``ImageSet`` (uint8 images (N, C, H, W) + int64 labels):
+CIFAR-10's training set is 150 MB, so it fits in RAM and, on a GPU, in device memory. Two
+training loaders sit on top of it:
+
+- ``SampleLoader``: torchvision ``transforms.v2`` per sample in DataLoader workers (RandomCrop,
+  RandomHorizontalFlip, RandAugment), then Mixup/CutMix in ``collate_fn``. The reference path.
+- ``BatchLoader``: the same augmentation on whole batches, on the device the images live on
+  (``vitcifar.gpu_aug.BatchAugment``), then the same Mixup/CutMix. 3-4x faster than the per-sample
+  path on 2 CPU threads and free of CPU work on a GPU (``benchmarks/bench_input.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torchvision.transforms import v2
+
+__all__ = [
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "AugmentConfig",
+    "BatchLoader",
+    "DataError",
+    "ImageSet",
+    "SampleLoader",
+    "Splits",
+    "list_image_folder",
+    "load_splits",
+    "make_mixer",
+    "normalize",
+    "sample_transform",
+]
+
+log = logging.getLogger(__name__)
+
+CIFAR10_MEAN = (
+    0.4914,
+    0.4822,
+    0.4465,
+)  # per-channel mean of the CIFAR-10 training set, [0, 1] scale
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+FOLDER_LAYOUT = (
+    "expected DATA/train/<class>/*.jpg and DATA/test/<class>/*.jpg with the same class folders"
+)
+
+
+class DataError(ValueError):
+    """A data set that cannot be used as given; the message names the path and the fix."""
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentation; defaults are the original notebook's (DeiT's) recipe."""
+
+    crop_padding: int = 4  # RandomCrop(32, padding=4), zero fill
+    flip: bool = True  # RandomHorizontalFlip(p=0.5)
+    randaug_ops: int = 2  # RandAugment(num_ops=2, ...); 0 turns RandAugment off
+    randaug_magnitude: int = 9  # ... magnitude=9 of 31 bins
+    mixup_alpha: float = 0.8  # Mixup Beta(0.8, 0.8); 0 turns it off
+    cutmix_alpha: float = (
+        1.0  # CutMix Beta(1, 1); 0 turns it off. With both on, one is chosen per batch.
+    )
+
+    def __post_init__(self) -> None:
+        if self.crop_padding < 0 or self.randaug_ops < 0 or not 0 <= self.randaug_magnitude <= 30:
+            raise ValueError(
+                f"invalid augmentation {self}: crop_padding and randaug_ops must be >= 0, "
+                "randaug_magnitude in 0..30"
+            )
+        if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
+            raise ValueError("mixup_alpha and cutmix_alpha must be >= 0 (0 turns them off)")
+
+
+@dataclass
+class ImageSet:
+    """Decoded images: ``images`` (N, C, H, W) uint8, ``labels`` (N,) int64, ``classes`` names."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: torch.Tensor) -> ImageSet:
+        return ImageSet(self.images[indices], self.labels[indices], self.classes)
+
+    def to(self, device: torch.device | str) -> ImageSet:
+        return ImageSet(self.images.to(device), self.labels.to(device), self.classes)
+
+
+@dataclass
+class Splits:
+    """Training, validation (held out from training; may be empty) and test sets."""
+
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
+
+    @property
+    def classes(self) -> list[str]:
+        return self.train.classes
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _list_class_folders(split_dir: Path) -> dict[str, list[Path]]:
+    classes = sorted(
+        d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith(".")
+    )
+    files = {
+        c: sorted(
+            p
+            for p in (split_dir / c).iterdir()
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        )
+        for c in classes
+    }
+    return files
+
+
+def _decode(path: Path, size: int) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.BICUBIC)
+            return np.asarray(im, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
+        raise DataError(f"cannot read image {path}: {err}; remove or replace this file") from err
+
+
+@dataclass
+class FolderListing:
+    """The files of an ImageFolder tree, not yet decoded: paths and labels per split."""
+
+    root: Path
+    classes: list[str]
+    paths: dict[str, list[Path]]  # split -> files, grouped by class
+    labels: dict[str, torch.Tensor]  # split -> (N,) int64
+
+    def decode(
+        self,
+        split: str,
+        indices: torch.Tensor | None = None,
+        *,
+        image_size: int = 32,
+        progress: bool = True,
+    ) -> ImageSet:
+        """Decode the files of ``split`` (all, or those at ``indices``) into an ImageSet."""
+        from tqdm.auto import tqdm
+
+        idx = range(len(self.paths[split])) if indices is None else indices.tolist()
+        paths = [self.paths[split][i] for i in idx]
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            arrays = list(
+                tqdm(
+                    pool.map(lambda p: _decode(p, image_size), paths, chunksize=256),
+                    total=len(paths),
+                    desc=f"decode {split}",
+                    disable=not progress,
+                    leave=False,
+                )
+            )
+        if arrays:
+            images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+        else:
+            images = torch.empty((0, 3, image_size, image_size), dtype=torch.uint8)
+        labels = self.labels[split] if indices is None else self.labels[split][indices]
+        return ImageSet(images, labels.clone(), self.classes)
+
+
+def list_image_folder(root: str | os.PathLike) -> FolderListing:
+    """List an ImageFolder tree ``root/{train,test}/<class>/<image>``.
+
+    Raises ``DataError`` naming the path for a missing folder, a wrong layout, differing class
+    folders between train and test, or a class folder without images.
+    """
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DataError(f"data path {root} does not exist; {FOLDER_LAYOUT}")
+    if not root.is_dir():
+        raise DataError(f"data path {root} is not a folder; {FOLDER_LAYOUT}")
+    missing = [s for s in ("train", "test") if not (root / s).is_dir()]
+    if missing:
+        raise DataError(
+            f"{root} has no {' or '.join(m + '/' for m in missing)} folder; {FOLDER_LAYOUT}"
+        )
+    listing = {s: _list_class_folders(root / s) for s in ("train", "test")}
+    if not listing["train"]:
+        raise DataError(f"{root / 'train'} holds no class folders; {FOLDER_LAYOUT}")
+    if set(listing["train"]) != set(listing["test"]):
+        only_train = sorted(set(listing["train"]) - set(listing["test"]))
+        only_test = sorted(set(listing["test"]) - set(listing["train"]))
+        raise DataError(
+            f"class folders differ between {root / 'train'} and {root / 'test'}: "
+            f"only in train {only_train}, only in test {only_test}; {FOLDER_LAYOUT}"
+        )
+    classes = sorted(listing["train"])
+    paths, labels = {}, {}
+    for split in ("train", "test"):
+        empty = [c for c in classes if not listing[split][c]]
+        if empty:
+            raise DataError(
+                f"{root / split} has class folders without images: {empty}; {FOLDER_LAYOUT}"
+            )
+        paths[split] = [p for c in classes for p in listing[split][c]]
+        labels[split] = torch.tensor([i for i, c in enumerate(classes) for _ in listing[split][c]])
+    return FolderListing(root, classes, paths, labels)
+
+
+def _load_torchvision(
+    name: str, root: str | os.PathLike, download: bool
+) -> tuple[ImageSet, ImageSet]:
+    from torchvision import datasets
+
+    cls = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
+    sets = []
+    for train in (True, False):
+        try:
+            ds = cls(root=str(root), train=train, download=download)
+        except (RuntimeError, OSError) as err:
+            raise DataError(
+                f"could not load {name} from {root} ({err}); it downloads once into --data-root "
+                "(needs internet), or pass an ImageFolder path instead"
+            ) from err
+        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32)
+        sets.append(ImageSet(images, torch.tensor(ds.targets, dtype=torch.int64), list(ds.classes)))
+    return sets[0], sets[1]
+
+
+def _balanced_pick(
+    labels: torch.Tensor, n: int, num_classes: int, generator: torch.Generator
+) -> torch.Tensor:
+    """``n`` indices into ``labels``, as equal per class as possible, in random order."""
+    per_class = [torch.nonzero(labels == c).flatten() for c in range(num_classes)]
+    per_class = [idx[torch.randperm(len(idx), generator=generator)] for idx in per_class]
+    quota = [n // num_classes + (1 if c < n % num_classes else 0) for c in range(num_classes)]
+    picked = torch.cat([idx[:q] for idx, q in zip(per_class, quota)])
+    if len(picked) < n:  # some classes are small: fill from the rest
+        rest = torch.cat([idx[q:] for idx, q in zip(per_class, quota)])
+        picked = torch.cat(
+            [picked, rest[torch.randperm(len(rest), generator=generator)][: n - len(picked)]]
+        )
+    return picked[torch.randperm(len(picked), generator=generator)]
+
+
+def load_splits(
+    data: str,
+    *,
+    data_root: str | os.PathLike = "./data",
+    val_size: int = 5000,
+    subset: int | None = None,
+    seed: int = 0,
+    image_size: int = 32,
+    download: bool = True,
+    progress: bool = True,
+) -> Splits:
+    """Load ``data`` ("cifar10", "cifar100" or an ImageFolder path) and split it.
+
+    The validation set is ``val_size`` training images held out with a fixed ``seed``
+    (class-balanced); ``subset`` then keeps a class-balanced ``subset`` of the remaining training
+    images. The test set is the source's own test split.
+    """
+    if val_size < 0:
+        raise DataError(f"val_size must be >= 0, got {val_size}")
+    if subset is not None and subset < 1:
+        raise DataError(f"subset must be a positive number of images, got {subset}")
+    listing = None
+    if data.lower() in ("cifar10", "cifar100"):
+        train, test = _load_torchvision(data.lower(), data_root, download)
+        train_labels, classes = train.labels, train.classes
+    else:  # list first, decode only the images that the splits use
+        listing = list_image_folder(data)
+        train_labels, classes = listing.labels["train"], listing.classes
+    g = torch.Generator().manual_seed(seed)
+    if val_size >= len(train_labels):
+        raise DataError(
+            f"val_size={val_size} leaves no training images ({len(train_labels)} in {data}); use a smaller --val-size"
+        )
+    val_idx = (
+        _balanced_pick(train_labels, val_size, len(classes), g)
+        if val_size
+        else torch.zeros(0, dtype=torch.int64)
+    )
+    keep = torch.ones(len(train_labels), dtype=torch.bool)
+    keep[val_idx] = False
+    train_idx = torch.nonzero(keep).flatten()
+    if subset is not None and subset < len(train_idx):
+        train_idx = train_idx[_balanced_pick(train_labels[train_idx], subset, len(classes), g)]
+    if listing is not None:
+        kw = {"image_size": image_size, "progress": progress}
+        return Splits(
+            train=listing.decode("train", train_idx, **kw),
+            val=listing.decode("train", val_idx, **kw),
+            test=listing.decode("test", **kw),
+        )
+    if train.images.shape[-2:] != (image_size, image_size):
+        raise DataError(
+            f"{data} holds {tuple(train.images.shape[-2:])} images, the model expects {image_size}"
+        )
+    return Splits(train=train.subset(train_idx), val=train.subset(val_idx), test=test)
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+
+def normalize(
+    images: torch.Tensor, mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD
+) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float32 normalised with per-channel ``mean``/``std`` (on [0, 1] scale)."""
+    m = torch.tensor(mean, device=images.device).view(1, -1, 1, 1) * 255.0
+    s = torch.tensor(std, device=images.device).view(1, -1, 1, 1) * 255.0
+    return (images.float() - m) / s
+
+
+def sample_transform(cfg: AugmentConfig, image_size: int = 32) -> v2.Compose:
+    """The per-sample training transform on a uint8 (C, H, W) tensor (or PIL image) -> uint8."""
+    ops: list[Callable] = (
+        [v2.RandomCrop(image_size, padding=cfg.crop_padding)] if cfg.crop_padding else []
+    )
+    if cfg.flip:
+        ops.append(v2.RandomHorizontalFlip())
+    if cfg.randaug_ops:
+        ops.append(v2.RandAugment(num_ops=cfg.randaug_ops, magnitude=cfg.randaug_magnitude))
+    return v2.Compose(ops)
+
+
+def make_mixer(cfg: AugmentConfig, num_classes: int) -> Callable | None:
+    """torchvision's batch-level Mixup/CutMix, one chosen per batch; None when both are off.
+
+    The callable maps (float images (B, C, H, W), int labels (B,)) -> (images, soft labels (B, K)).
+    """
+    mixers = []
+    if cfg.mixup_alpha > 0:
+        mixers.append(v2.MixUp(alpha=cfg.mixup_alpha, num_classes=num_classes))
+    if cfg.cutmix_alpha > 0:
+        mixers.append(v2.CutMix(alpha=cfg.cutmix_alpha, num_classes=num_classes))
+    if not mixers:
+        return None
+    return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
+
+
+def finish_batch(
+    images: torch.Tensor, labels: torch.Tensor, mixer: Callable | None, num_classes: int
+):
+    """uint8 images + int labels -> normalised float images + soft labels (B, K), mixed if ``mixer``."""
+    x = normalize(images)
+    if mixer is None:
+        return x, torch.nn.functional.one_hot(labels, num_classes).float()
+    return mixer(x, labels)
+
+
+class _Collate:
+    """Stack per-sample uint8 tensors, then normalise and mix the batch (runs in the workers)."""
+
+    def __init__(self, mixer: Callable | None, num_classes: int) -> None:
+        self.mixer, self.num_classes = mixer, num_classes
+
+    def __call__(self, batch):
+        images = torch.stack([b[0] for b in batch])
+        labels = torch.tensor([b[1] for b in batch], dtype=torch.int64)
+        return finish_batch(images, labels, self.mixer, self.num_classes)
+
+
+class _Augmented(torch.utils.data.Dataset):
+    def __init__(self, data: ImageSet, transform: Callable) -> None:
+        self.data, self.transform = data, transform
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.data.images[i]), int(self.data.labels[i])
+
+
+class _TrainLoader:
+    """Shared epoch bookkeeping: ``set_epoch`` seeds the shuffle, ``mix`` switches Mixup/CutMix."""
+
+    def __init__(self, data: ImageSet, *, batch_size: int, aug: AugmentConfig, seed: int) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if len(data) < batch_size:
+            raise DataError(
+                f"the training set has {len(data)} images, fewer than one batch of {batch_size}; "
+                "lower --batch-size or use more data"
+            )
+        self.data, self.batch_size, self.seed = data, batch_size, seed
+        self.num_classes = len(data.classes)
+        self.mixer = make_mixer(aug, self.num_classes)
+        self.mix = True
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int, *, mix: bool = True) -> None:
+        self.epoch, self.mix = epoch, mix
+
+    def __len__(self) -> int:  # whole batches per epoch (the last partial batch is dropped)
+        return len(self.data) // self.batch_size
+
+
+class SampleLoader(_TrainLoader):
+    """Per-sample torchvision augmentation in ``num_workers`` processes; yields CPU batches."""
+
+    def __init__(
+        self,
+        data: ImageSet,
+        *,
+        batch_size: int,
+        aug: AugmentConfig,
+        seed: int = 0,
+        num_workers: int = 2,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__(data, batch_size=batch_size, aug=aug, seed=seed)
+        self.dataset = _Augmented(data, sample_transform(aug, data.images.shape[-1]))
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        loader = torch.utils.data.DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            collate_fn=_Collate(self.mixer if self.mix else None, self.num_classes),
+            generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch),
+        )
+        yield from loader
+
+
+class BatchLoader(_TrainLoader):
+    """Batched augmentation on the device that holds ``data`` (GPU-resident CIFAR, or CPU RAM).
+
+    ``repeats`` > 1 is repeated augmentation (Hoffer et al. 2020; DeiT's RASampler): each epoch
+    draws len(data) / repeats images and shows each ``repeats`` times, differently augmented, in
+    the same batch.
+    """
+
+    def __init__(
+        self,
+        data: ImageSet,
+        *,
+        batch_size: int,
+        aug: AugmentConfig,
+        seed: int = 0,
+        repeats: int = 1,
+    ) -> None:
+        super().__init__(data, batch_size=batch_size, aug=aug, seed=seed)
+        from vitcifar.gpu_aug import BatchAugment
+
+        if repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {repeats}")
+        self.repeats = repeats
+        self.augment = BatchAugment(
+            crop_padding=aug.crop_padding,
+            flip=aug.flip,
+            num_ops=aug.randaug_ops,
+            magnitude=aug.randaug_magnitude,
+        )
+
+    def _order(self, generator: torch.Generator) -> torch.Tensor:
+        n, device = len(self.data), self.data.images.device
+        perm = torch.randperm(n, generator=generator, device="cpu").to(device)
+        if self.repeats == 1:
+            return perm
+        base = perm[: (n + self.repeats - 1) // self.repeats]
+        return base.repeat_interleave(self.repeats)[:n]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        device = self.data.images.device
+        gen_cpu = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        gen_dev = torch.Generator(device=device).manual_seed(self.seed * 100_003 + self.epoch + 1)
+        order = self._order(gen_cpu)
+        mixer = self.mixer if self.mix else None
+        for b in range(len(self)):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            images = self.augment(self.data.images[idx], generator=gen_dev)
+            yield finish_batch(images, self.data.labels[idx], mixer, self.num_classes)
+
+
+def eval_batches(
+    data: ImageSet, *, batch_size: int, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Normalised, un-augmented (images, int labels) batches on ``device``, in order."""
+    for i in range(0, len(data), batch_size):
+        images = data.images[i : i + batch_size].to(device, non_blocking=True)
+        yield normalize(images), data.labels[i : i + batch_size].to(device, non_blocking=True)

@@ -1,0 +1,130 @@
+"""Evaluate a checkpoint on a test set: accuracy, per-class report, confusion matrix, figures.
+
+report = evaluate("runs/x/best.pt", splits.test)   # saves PNGs + metrics.json beside it
+report.accuracy, report.figures["confusion"]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from vitcifar.checkpoint import CheckpointError, load_checkpoint, load_state_into
+from vitcifar.data import ImageSet
+from vitcifar.model import ViT, ViTConfig
+from vitcifar.plots import plot_confusion, plot_curves, plot_misclassified
+from vitcifar.train import TrainConfig, evaluate_model, resolve_amp, resolve_device
+
+__all__ = ["EvalReport", "evaluate", "load_model"]
+
+
+@dataclass
+class EvalReport:
+    """Test metrics of one checkpoint. ``confusion`` is (K, K) int, rows = true class."""
+
+    accuracy: float
+    loss: float
+    report: dict[str, Any]  # sklearn classification_report(output_dict=True)
+    confusion: np.ndarray
+    classes: list[str]
+    predictions: torch.Tensor  # (N,) int64
+    figures: dict[str, Figure] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        lines = [f"test accuracy {self.accuracy:.4f}  loss {self.loss:.4f}"]
+        for c in self.classes:
+            r = self.report[c]
+            lines.append(
+                f"  {c:>12s}  precision {r['precision']:.3f}  recall {r['recall']:.3f}  f1 {r['f1-score']:.3f}"
+            )
+        return "\n".join(lines)
+
+
+def load_model(
+    checkpoint: str | os.PathLike, *, device: str | torch.device = "cpu"
+) -> tuple[ViT, dict[str, Any]]:
+    """Rebuild the model stored in ``checkpoint`` (its EMA weights when the run kept an EMA)."""
+    ckpt = load_checkpoint(checkpoint)
+    try:
+        cfg = ViTConfig.from_dict(ckpt["model_config"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{checkpoint} has an unusable model_config: {err}") from err
+    model = ViT(cfg)
+    load_state_into(
+        model, ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"], checkpoint
+    )
+    return model.to(device).eval(), ckpt
+
+
+def evaluate(
+    checkpoint: str | os.PathLike,
+    test: ImageSet,
+    *,
+    out_dir: str | os.PathLike | None = None,
+    device: str = "auto",
+    n_misclassified: int = 25,
+    save: bool = True,
+) -> EvalReport:
+    """Evaluate ``checkpoint`` on ``test``; save figures and ``metrics.json`` to ``out_dir``
+    (default: the checkpoint's folder) unless ``save=False``."""
+    from sklearn.metrics import classification_report, confusion_matrix
+
+    dev = resolve_device(device)
+    model, ckpt = load_model(checkpoint, device=dev)
+    tcfg = TrainConfig.from_dict(ckpt["train_config"])
+    classes = list(ckpt.get("classes") or test.classes)
+    if len(classes) != model.config.num_classes or list(test.classes) != classes:
+        raise ValueError(
+            f"the test set's classes {list(test.classes)} do not match the checkpoint's {classes}"
+        )
+    loss, acc, pred = evaluate_model(
+        model,
+        test,
+        device=dev,
+        batch_size=tcfg.eval_batch_size,
+        amp=resolve_amp(tcfg.amp, dev),
+        tta_flip=tcfg.tta_flip,
+    )
+    true = test.labels.cpu()
+    labels = list(range(len(classes)))
+    report = classification_report(
+        true, pred, labels=labels, target_names=classes, output_dict=True, zero_division=0
+    )
+    cm = confusion_matrix(true, pred, labels=labels)
+    figures = {
+        "confusion": plot_confusion(cm, classes),
+        "misclassified": plot_misclassified(
+            test.images.cpu(), true, pred, classes, n=n_misclassified
+        ),
+    }
+    if ckpt["history"]:
+        figures["curves"] = plot_curves(ckpt["history"])
+    result = EvalReport(acc, loss, report, cm, classes, pred, figures)
+    if save:
+        out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent
+        out.mkdir(parents=True, exist_ok=True)
+        for name, fig in figures.items():
+            result.files[name] = out / f"{name}.png"
+            fig.savefig(result.files[name], dpi=120)
+        metrics = {
+            "checkpoint": str(checkpoint),
+            "epoch": ckpt["epoch"],
+            "test_accuracy": acc,
+            "test_loss": loss,
+            "best_val_acc": ckpt.get("best_val_acc"),
+            "num_parameters": model.num_parameters(),
+            "classification_report": report,
+            "confusion_matrix": cm.tolist(),
+            "classes": classes,
+        }
+        result.files["metrics"] = out / "metrics.json"
+        result.files["metrics"].write_text(json.dumps(metrics, indent=2))
+    return result

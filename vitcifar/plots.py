@@ -1,0 +1,90 @@
+"""Figures for a finished run. Each function returns a ``matplotlib.figure.Figure`` (no pyplot
+global state, so they work headless and show inline in notebooks with ``display(fig)``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+__all__ = ["plot_confusion", "plot_curves", "plot_misclassified"]
+
+
+def plot_confusion(cm: np.ndarray, classes: Sequence[str], *, normalize: bool = True) -> Figure:
+    """Confusion matrix (rows: true class, columns: predicted), row-normalised by default."""
+    cm = np.asarray(cm, dtype=float)
+    shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
+    k = len(classes)
+    fig = Figure(figsize=(1.0 + 0.6 * k, 0.8 + 0.6 * k), layout="constrained")
+    ax = fig.add_subplot()
+    im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    ax.set(
+        xticks=range(k),
+        yticks=range(k),
+        xlabel="predicted",
+        ylabel="true",
+        title="confusion matrix" + (" (fraction of each true class)" if normalize else ""),
+    )
+    ax.set_xticklabels(classes, rotation=45, ha="right")
+    ax.set_yticklabels(classes)
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                v = shown[i, j]
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.2f}" if normalize else f"{int(v)}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if v > 0.5 * shown.max() else "black",
+                )
+    return fig
+
+
+def plot_curves(history: Sequence[dict[str, Any]]) -> Figure:
+    """Loss, accuracy and learning rate per epoch from a run's history (metrics.jsonl rows)."""
+    ep = [r["epoch"] for r in history]
+    fig = Figure(figsize=(13, 3.6), layout="constrained")
+    ax_loss, ax_acc, ax_lr = fig.subplots(1, 3)
+    ax_loss.plot(ep, [r["train_loss"] for r in history], label="train (mixed targets)")
+    ax_loss.plot(ep, [r["val_loss"] for r in history], label="validation")
+    ax_loss.set(title="loss", xlabel="epoch")
+    ax_acc.plot(ep, [r["train_acc"] for r in history], label="train (vs. dominant label)")
+    ax_acc.plot(ep, [r["val_acc"] for r in history], label="validation")
+    ax_acc.set(title="accuracy", xlabel="epoch", ylim=(0, 1))
+    ax_lr.plot(ep, [r["lr"] for r in history])
+    ax_lr.set(title="learning rate (end of epoch)", xlabel="epoch")
+    for ax in (ax_loss, ax_acc):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    ax_lr.grid(alpha=0.3)
+    return fig
+
+
+def plot_misclassified(
+    images: torch.Tensor,
+    true: torch.Tensor,
+    pred: torch.Tensor,
+    classes: Sequence[str],
+    *,
+    n: int = 25,
+) -> Figure:
+    """Grid of up to ``n`` misclassified images (uint8 (N, C, H, W)) titled 'true → predicted'."""
+    wrong = torch.nonzero(true != pred).flatten()[:n]
+    cols = max(1, min(5, len(wrong)))
+    rows = max(1, -(-len(wrong) // cols))
+    fig = Figure(figsize=(2.0 * cols, 2.2 * rows), layout="constrained")
+    fig.suptitle(f"misclassified: {int((true != pred).sum())} of {len(true)}")
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, i in zip(axes, wrong.tolist()):
+        ax.imshow(images[i].permute(1, 2, 0).numpy())
+        ax.set_title(f"{classes[int(true[i])]} → {classes[int(pred[i])]}", fontsize=8)
+    return fig
