@@ -17,9 +17,9 @@ import torch
 from matplotlib.figure import Figure
 
 from vitcifar.checkpoint import CheckpointError, load_checkpoint, load_state_into
-from vitcifar.data import ImageSet
-from vitcifar.model import ViT, ViTConfig
-from vitcifar.plots import plot_confusion, plot_curves, plot_misclassified
+from vitcifar.data import ImageSet, normalize
+from vitcifar.model import ViT, ViTConfig, attention_map
+from vitcifar.plots import plot_attention, plot_confusion, plot_curves, plot_misclassified
 from vitcifar.train import TrainConfig, evaluate_model, resolve_amp, resolve_device
 
 __all__ = ["EvalReport", "evaluate", "load_model"]
@@ -107,6 +107,13 @@ def evaluate(
     }
     if ckpt["history"]:
         figures["curves"] = plot_curves(ckpt["history"])
+    shown = [int(torch.nonzero(true == c)[0]) for c in labels if (true == c).any()][
+        :10
+    ]  # one per class
+    heat = attention_map(model, normalize(test.images[shown].to(dev))).cpu()
+    figures["attention"] = plot_attention(
+        test.images[shown].cpu(), heat, [classes[int(true[i])] for i in shown]
+    )
     result = EvalReport(acc, loss, report, cm, classes, pred, figures)
     if save:
         out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent

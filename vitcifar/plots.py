@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-__all__ = ["plot_confusion", "plot_curves", "plot_misclassified"]
+__all__ = ["plot_attention", "plot_confusion", "plot_curves", "plot_misclassified"]
 
 
 def plot_confusion(cm: np.ndarray, classes: Sequence[str], *, normalize: bool = True) -> Figure:
@@ -87,4 +87,19 @@ def plot_misclassified(
     for ax, i in zip(axes, wrong.tolist()):
         ax.imshow(images[i].permute(1, 2, 0).numpy())
         ax.set_title(f"{classes[int(true[i])]} → {classes[int(pred[i])]}", fontsize=8)
+    return fig
+
+
+def plot_attention(images: torch.Tensor, heat: torch.Tensor, labels: Sequence[str]) -> Figure:
+    """Images (uint8 (N, C, H, W)) above their last-block attention heat maps ((N, h, w))."""
+    n = len(images)
+    fig = Figure(figsize=(2.0 * n, 4.2), layout="constrained")
+    fig.suptitle("where the last block looks")
+    axes = np.atleast_2d(fig.subplots(2, n)).reshape(2, n)
+    for i in range(n):
+        axes[0, i].imshow(images[i].permute(1, 2, 0).numpy())
+        axes[0, i].set_title(labels[i], fontsize=8)
+        axes[1, i].imshow(heat[i].float().numpy(), cmap="magma")
+        for ax in axes[:, i]:
+            ax.axis("off")
     return fig

@@ -563,7 +563,8 @@ def train(
         )
         if progress:
             tqdm.write(msg)
-        log.info(msg)
+        else:
+            log.info(msg)
     return RunResult(out, history, best[0], best[1])
 
 

@@ -37,9 +37,9 @@ def test_q1_runs_headless_and_writes_metrics_and_figures(image_folder, tmp_path)
     run = tmp_path / "nbrun"
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
-    for name in ("best.pt", "last.pt", "confusion.png", "curves.png", "misclassified.png"):
+    for name in ("best.pt", "last.pt", "confusion.png", "curves.png", "misclassified.png", "attention.png"):
         assert (run / name).stat().st_size > 0
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
-    assert len(images) == 3  # curves, confusion matrix, misclassified grid shown inline
+    assert len(images) == 4  # curves, confusion matrix, misclassified grid, attention maps shown inline
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "test accuracy" in text and "32 train / 8 val / 64 test images" in text

@@ -6,7 +6,14 @@ import torch.nn.functional as F
 
 from vitcifar.data import AugmentConfig, make_mixer
 from vitcifar.model import ViT, ViTConfig
-from vitcifar.train import TrainConfig, one_cycle_lr, param_groups, resolve_amp, resolve_device, soft_cross_entropy
+from vitcifar.train import (
+    TrainConfig,
+    one_cycle_lr,
+    param_groups,
+    resolve_amp,
+    resolve_device,
+    soft_cross_entropy,
+)
 
 
 def test_one_cycle_warmup_peak_and_final_value():

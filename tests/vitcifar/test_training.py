@@ -33,7 +33,7 @@ def test_tiny_vit_learns_well_above_chance(splits, tiny_cfg, tmp_path):
     assert report.accuracy >= 0.75
     assert report.confusion.shape == (4, 4) and report.confusion.sum() == len(splits.test)
     assert set(report.classes) == {"red", "green", "blue", "yellow"}
-    for name in ("confusion", "misclassified", "curves", "metrics"):
+    for name in ("confusion", "misclassified", "curves", "attention", "metrics"):
         assert report.files[name].exists() and report.files[name].stat().st_size > 0
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 12
@@ -161,3 +161,10 @@ def test_evaluate_refuses_other_classes(finished_run, splits):
     renamed = ImageSet(splits.test.images, splits.test.labels, ["a", "b", "c", "d"])
     with pytest.raises(ValueError, match="do not match the checkpoint's"):
         evaluate(finished_run, renamed, save=False)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fall-back on a machine without a GPU")
+def test_gpu_aug_without_gpu_warns_and_falls_back(splits, tiny_cfg, tmp_path):
+    with pytest.warns(UserWarning, match="--gpu-aug needs a CUDA GPU; none is in use, so the CPU augmentation path"):
+        run = train(tiny_cfg, splits, quick_cfg(epochs=1, gpu_aug=True), tmp_path / "run", progress=False)
+    assert len(run.history) == 1 and (tmp_path / "run" / "last.pt").exists()
