@@ -37,53 +37,93 @@ class Tee:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True, help="ImageFolder CIFAR-10 (train/<class>/, test/<class>/)")
-    p.add_argument("--epochs", type=int, required=True, help="epoch budget (the schedule spans exactly this)")
+    p.add_argument(
+        "--data", required=True, help="ImageFolder CIFAR-10 (train/<class>/, test/<class>/)"
+    )
+    p.add_argument(
+        "--epochs", type=int, required=True, help="epoch budget (the schedule spans exactly this)"
+    )
     p.add_argument("--preset", default="vit-fast", choices=["deit-tiny", "vit-fast"])
     p.add_argument("--batch-size", type=int, help="default: the preset's")
     p.add_argument("--lr", type=float, help="default: the preset's rule")
     p.add_argument("--val-size", type=int, default=5000)
+    p.add_argument("--subset", type=int, help="train on N images (a quick check of the script)")
+    p.add_argument(
+        "--device", default="cuda", choices=["cuda", "cpu"], help="cpu only to check the script"
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--out", default="runs/time_to_accuracy", help="run folder (a fresh one is advised)")
+    p.add_argument(
+        "--out", default="runs/time_to_accuracy", help="run folder (a fresh one is advised)"
+    )
     p.add_argument("--log", help="log file (default: OUT/time_to_accuracy.log)")
     args = p.parse_args()
 
+    import logging
+
     from vitcifar import config_for_preset, evaluate, load_splits, train
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sys.stdout = Tee(Path(args.log or out / "time_to_accuracy.log"), sys.stdout)
     sys.stderr = Tee(Path(args.log or out / "time_to_accuracy.log"), sys.stderr)
-    if not torch.cuda.is_available():
-        print("no CUDA GPU: this benchmark is for a GPU machine", file=sys.stderr)
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        print(
+            "no CUDA GPU: this benchmark is for a GPU machine (--device cpu only checks the script)",
+            file=sys.stderr,
+        )
         return 2
-    card = torch.cuda.get_device_name(0)
-    print(f"card {card} | torch {torch.__version__} | torchvision {torchvision.__version__} | CUDA {torch.version.cuda}")
+    card = torch.cuda.get_device_name(0) if cuda else "CPU"
+    print(
+        f"card {card} | torch {torch.__version__} | torchvision {torchvision.__version__} | CUDA {torch.version.cuda}"
+    )
     t_load = time.perf_counter()
-    splits = load_splits(args.data, val_size=args.val_size, progress=False)
-    print(f"data: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test, "
-          f"decoded in {time.perf_counter() - t_load:.1f}s (not counted below)")
-    overrides = {"epochs": args.epochs, "device": "cuda", "gpu_aug": True, "compile": args.compile}
-    overrides.update({k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr)) if v is not None})
+    splits = load_splits(args.data, val_size=args.val_size, subset=args.subset, progress=False)
+    print(
+        f"data: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test, "
+        f"decoded in {time.perf_counter() - t_load:.1f}s (not counted below)"
+    )
+    overrides = {
+        "epochs": args.epochs,
+        "device": args.device,
+        "gpu_aug": cuda,
+        "compile": args.compile,
+    }
+    overrides.update(
+        {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr)) if v is not None}
+    )
     model_cfg, cfg = config_for_preset(args.preset, **overrides)
-    torch.cuda.synchronize()
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    sync()
     t0 = time.perf_counter()
     run = train(model_cfg, splits, cfg, out, progress=False)
-    torch.cuda.synchronize()
+    sync()
     minutes = (time.perf_counter() - t0) / 60
-    report = evaluate(out / "best.pt", splits.test, device="cuda")
-    final = evaluate(out / "last.pt", splits.test, device="cuda", save=False)
+    report = evaluate(out / "best.pt", splits.test, device=args.device)
+    final = evaluate(out / "last.pt", splits.test, device=args.device, save=False)
     summary = {
-        "preset": args.preset, "epochs": args.epochs, "batch_size": cfg.batch_size, "peak_lr": cfg.peak_lr,
-        "train_minutes": round(minutes, 2), "train_seconds_per_epoch": round(minutes * 60 / args.epochs, 2),
-        "best_val_acc": run.best_val_acc, "best_epoch": run.best_epoch,
-        "test_acc_best": report.accuracy, "test_acc_last": final.accuracy,
-        "card": card, "torch": torch.__version__, "torchvision": torchvision.__version__,
-        "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+        "preset": args.preset,
+        "epochs": args.epochs,
+        "batch_size": cfg.batch_size,
+        "peak_lr": cfg.peak_lr,
+        "train_minutes": round(minutes, 2),
+        "train_seconds_per_epoch": round(minutes * 60 / args.epochs, 2),
+        "best_val_acc": run.best_val_acc,
+        "best_epoch": run.best_epoch,
+        "test_acc_best": report.accuracy,
+        "test_acc_last": final.accuracy,
+        "card": card,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
     }
     print(json.dumps(summary))
-    print(f"\n{args.preset}, {args.epochs} epochs on {card}: test accuracy {report.accuracy:.4f} (best.pt), "
-          f"{final.accuracy:.4f} (last.pt), training {minutes:.2f} min ({minutes * 60 / args.epochs:.1f} s/epoch)")
+    print(
+        f"\n{args.preset}, {args.epochs} epochs on {card}: test accuracy {report.accuracy:.4f} (best.pt), "
+        f"{final.accuracy:.4f} (last.pt), training {minutes:.2f} min ({minutes * 60 / args.epochs:.1f} s/epoch)"
+    )
     return 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -421,11 +422,10 @@ class SampleLoader(_TrainLoader):
         aug: AugmentConfig,
         seed: int = 0,
         num_workers: int = 2,
-        pin_memory: bool = False,
     ) -> None:
         super().__init__(data, batch_size=batch_size, aug=aug, seed=seed)
         self.dataset = _Augmented(data, sample_transform(aug, data.images.shape[-1]))
-        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.num_workers = num_workers
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         loader = torch.utils.data.DataLoader(
@@ -434,7 +434,6 @@ class SampleLoader(_TrainLoader):
             shuffle=True,
             drop_last=True,
             num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
             collate_fn=_Collate(self.mixer if self.mix else None, self.num_classes),
             generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch),
         )
@@ -442,7 +441,12 @@ class SampleLoader(_TrainLoader):
 
 
 class BatchLoader(_TrainLoader):
-    """Batched augmentation on the device that holds ``data`` (GPU-resident CIFAR, or CPU RAM).
+    """Batched augmentation (``vitcifar.gpu_aug.BatchAugment``) where ``data`` lives.
+
+    - Data on a GPU: each batch is augmented there; nothing runs on the CPU.
+    - Data in CPU RAM: ``threads`` Python threads augment the next batches ahead (each batch with
+      its own seeded generator, so the result does not depend on thread timing); batches are
+      then moved to ``device`` (pinned, non-blocking) where Mixup/CutMix and normalisation run.
 
     ``repeats`` > 1 is repeated augmentation (Hoffer et al. 2020; DeiT's RASampler): each epoch
     draws len(data) / repeats images and shows each ``repeats`` times, differently augmented, in
@@ -457,13 +461,18 @@ class BatchLoader(_TrainLoader):
         aug: AugmentConfig,
         seed: int = 0,
         repeats: int = 1,
+        device: torch.device | str | None = None,
+        threads: int = 2,
     ) -> None:
         super().__init__(data, batch_size=batch_size, aug=aug, seed=seed)
         from vitcifar.gpu_aug import BatchAugment
 
         if repeats < 1:
             raise ValueError(f"repeats must be >= 1, got {repeats}")
-        self.repeats = repeats
+        if threads < 0:
+            raise ValueError(f"threads must be >= 0, got {threads}")
+        self.repeats, self.threads = repeats, threads
+        self.device = torch.device(device) if device is not None else data.images.device
         self.augment = BatchAugment(
             crop_padding=aug.crop_padding,
             flip=aug.flip,
@@ -472,23 +481,47 @@ class BatchLoader(_TrainLoader):
         )
 
     def _order(self, generator: torch.Generator) -> torch.Tensor:
-        n, device = len(self.data), self.data.images.device
-        perm = torch.randperm(n, generator=generator, device="cpu").to(device)
+        n = len(self.data)
+        perm = torch.randperm(n, generator=generator)
         if self.repeats == 1:
             return perm
         base = perm[: (n + self.repeats - 1) // self.repeats]
         return base.repeat_interleave(self.repeats)[:n]
 
+    def _augmented(self, order: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch ``b`` of this epoch: augmented uint8 images and int labels, on the data's device."""
+        src = self.data.images.device
+        idx = order[b * self.batch_size : (b + 1) * self.batch_size].to(src)
+        g = torch.Generator(device=src).manual_seed(
+            ((self.seed * 100_003 + self.epoch) * 1_000_003 + b) % 2**63
+        )
+        return self.augment(self.data.images[idx], generator=g), self.data.labels[idx]
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        device = self.data.images.device
-        gen_cpu = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        gen_dev = torch.Generator(device=device).manual_seed(self.seed * 100_003 + self.epoch + 1)
-        order = self._order(gen_cpu)
+        order = self._order(torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
         mixer = self.mixer if self.mix else None
-        for b in range(len(self)):
-            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-            images = self.augment(self.data.images[idx], generator=gen_dev)
-            yield finish_batch(images, self.data.labels[idx], mixer, self.num_classes)
+        pin = self.device.type == "cuda" and self.data.images.device.type == "cpu"
+        for images, labels in self._batches(order):
+            if pin:
+                images, labels = images.pin_memory(), labels.pin_memory()
+            images = images.to(self.device, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)
+            yield finish_batch(images, labels, mixer, self.num_classes)
+
+    def _batches(self, order: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self)
+        if self.data.images.device.type != "cpu" or self.threads == 0:
+            for b in range(n):
+                yield self._augmented(order, b)
+            return
+        ahead = 2 * self.threads
+        with ThreadPoolExecutor(max_workers=self.threads) as pool:
+            pending = deque(pool.submit(self._augmented, order, b) for b in range(min(n, ahead)))
+            for b in range(n):
+                result = pending.popleft().result()
+                if b + ahead < n:
+                    pending.append(pool.submit(self._augmented, order, b + ahead))
+                yield result
 
 
 def eval_batches(

@@ -17,7 +17,9 @@ def test_folder_splits_are_disjoint_balanced_and_seeded(image_folder):
     train_rows = {tuple(im.flatten().tolist()) for im in s.train.images}
     assert not any(tuple(im.flatten().tolist()) in train_rows for im in s.val.images)
     again = load_splits(str(image_folder), val_size=8, subset=20, progress=False)
-    assert torch.equal(again.val.images, s.val.images) and torch.equal(again.train.labels, s.train.labels)
+    assert torch.equal(again.val.images, s.val.images) and torch.equal(
+        again.train.labels, s.train.labels
+    )
     other = load_splits(str(image_folder), val_size=8, subset=20, seed=1, progress=False)
     assert not torch.equal(other.val.images, s.val.images)
 
@@ -40,7 +42,9 @@ def folder_copy(image_folder, tmp_path):
 
 
 def test_missing_path(tmp_path):
-    with pytest.raises(DataError, match=r"does-not-exist does not exist; expected DATA/train/<class>"):
+    with pytest.raises(
+        DataError, match=r"does-not-exist does not exist; expected DATA/train/<class>"
+    ):
         load_splits(str(tmp_path / "does-not-exist"))
 
 
@@ -101,8 +105,12 @@ def test_loaders_yield_normalised_images_and_soft_targets(image_folder, loader_c
 
 def test_batch_loader_epochs_are_reproducible_and_differ(image_folder):
     s = load_splits(str(image_folder), val_size=0, progress=False)
-    a = BatchLoader(s.train, batch_size=32, aug=AugmentConfig(mixup_alpha=0, cutmix_alpha=0), seed=3)
-    b = BatchLoader(s.train, batch_size=32, aug=AugmentConfig(mixup_alpha=0, cutmix_alpha=0), seed=3)
+    a = BatchLoader(
+        s.train, batch_size=32, aug=AugmentConfig(mixup_alpha=0, cutmix_alpha=0), seed=3
+    )
+    b = BatchLoader(
+        s.train, batch_size=32, aug=AugmentConfig(mixup_alpha=0, cutmix_alpha=0), seed=3
+    )
     a.set_epoch(2)
     b.set_epoch(2)
     for (xa, ya), (xb, yb) in zip(a, b):
@@ -113,7 +121,9 @@ def test_batch_loader_epochs_are_reproducible_and_differ(image_folder):
 
 def test_repeated_augmentation_repeats_inside_a_batch(image_folder):
     s = load_splits(str(image_folder), val_size=0, progress=False)
-    loader = BatchLoader(s.train, batch_size=48, aug=AugmentConfig(mixup_alpha=0, cutmix_alpha=0), repeats=3)
+    loader = BatchLoader(
+        s.train, batch_size=48, aug=AugmentConfig(mixup_alpha=0, cutmix_alpha=0), repeats=3
+    )
     order = loader._order(torch.Generator().manual_seed(0))
     assert len(order) == len(s.train)
     assert torch.equal(order[0:3], order[0].repeat(3)) and len(order.unique()) == len(s.train) // 3
@@ -123,3 +133,14 @@ def test_batch_smaller_than_dataset_required(image_folder):
     s = load_splits(str(image_folder), val_size=0, subset=8, progress=False)
     with pytest.raises(DataError, match="fewer than one batch of 32"):
         SampleLoader(s.train, batch_size=32, aug=AugmentConfig())
+
+
+def test_batch_loader_threads_do_not_change_the_batches(image_folder):
+    s = load_splits(str(image_folder), val_size=0, progress=False)
+    aug = AugmentConfig(mixup_alpha=0, cutmix_alpha=0)
+    serial = BatchLoader(s.train, batch_size=16, aug=aug, seed=5, threads=0)
+    threaded = BatchLoader(s.train, batch_size=16, aug=aug, seed=5, threads=2)
+    pairs = list(zip(serial, threaded))
+    assert len(pairs) == len(serial) == 12
+    for (xa, ya), (xb, yb) in pairs:
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
