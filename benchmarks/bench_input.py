@@ -7,10 +7,12 @@ CutMix (torchvision v2, soft targets).
     baseline   the original notebook: a DataLoader with --threads (2) worker processes over
                in-memory PIL images, torchvision transforms per sample, MixUp/CutMix in the
                collate function.
-    ours       a uint8 (N, 3, 32, 32) tensor in memory; per batch a slice of a random permutation
-               -> BatchAugment -> float normalise -> MixUp/CutMix, in the main process with
-               torch.set_num_threads(--threads); also on CUDA when a GPU is present (data
-               resident on the GPU, timers read after torch.cuda.synchronize()).
+    ours       vitcifar.data.BatchLoader, the training loader: a uint8 (N, 3, 32, 32) tensor in
+               memory; per batch a slice of a random permutation -> BatchAugment -> normalise
+               -> MixUp/CutMix. On the CPU once serially and once with --threads Python threads
+               making batches ahead (the path training uses on a GPU with --no-gpu-aug); on
+               CUDA when a GPU is present (data resident on the GPU, timers read after
+               torch.cuda.synchronize()).
 
 Usage:
     python -m benchmarks.bench_input                              # random 32x32 images
@@ -30,7 +32,6 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -39,21 +40,22 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision import datasets
 from torchvision.transforms import v2
 
+from vitcifar.data import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    AugmentConfig,
+    BatchLoader,
+    ImageSet,
+    make_mixer,
+)
 from vitcifar.gpu_aug import RANDAUG_OPS, BatchAugment
 
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 NUM_CLASSES = 10
 
 
 def make_mix() -> v2.Transform:
-    """MixUp or CutMix with equal probability on a (B, C, H, W) float batch and (B,) labels."""
-    return v2.RandomChoice(
-        [
-            v2.MixUp(alpha=0.8, num_classes=NUM_CLASSES),
-            v2.CutMix(alpha=1.0, num_classes=NUM_CLASSES),
-        ]
-    )
+    """MixUp or CutMix, one per batch: the mixer both pipelines (and training) use."""
+    return make_mixer(AugmentConfig(), NUM_CLASSES)
 
 
 def load_images(
@@ -177,46 +179,34 @@ def run_ours(
     batch_size: int,
     warmup: int,
     batches: int,
-    pool: int = 0,
+    threads: int = 0,
     clock: Callable[[], float] = time.perf_counter,
 ) -> float:
-    """Images per second of `clock` (wall clock by default) of BatchAugment + normalise +
-    MixUp/CutMix on `data` (N, 3, 32, 32) uint8, on data's device.
-
-    pool: 0 makes the batches one after another in this thread; n > 0 makes them in n Python
-    threads at once (torch ops release the GIL), each batch with its own generator.
-    """
+    """Images per second of `clock` (wall clock by default) of the training loader
+    `vitcifar.data.BatchLoader` (BatchAugment -> normalise -> MixUp/CutMix) over `data`
+    (N, 3, 32, 32) uint8, on data's device; `threads` CPU threads augment batches ahead."""
     device = data.device
-    augment = BatchAugment()
-    mix = make_mix()
-    generators = [
-        torch.Generator(device=device).manual_seed(step) for step in range(warmup + batches)
-    ]
-    mean = torch.tensor(CIFAR10_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR10_STD, device=device).view(1, 3, 1, 1)
-    order = torch.randperm(len(data), device=device, generator=generators[0])
-
-    def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        first = (step * batch_size) % (len(data) - batch_size + 1)
-        index = order[first : first + batch_size]
-        x = augment(data[index], generator=generators[step])  # (B, 3, 32, 32) uint8
-        x = x.to(torch.float32).mul_(1 / 255).sub_(mean).div_(std)
-        return mix(x, labels[index])
-
-    executor = ThreadPoolExecutor(pool) if pool else None
-    run = executor.map if executor else map
-    for _ in run(batch, range(warmup)):
-        pass
+    loader = BatchLoader(
+        ImageSet(data, labels.to(device), [str(k) for k in range(NUM_CLASSES)]),
+        batch_size=batch_size,
+        aug=AugmentConfig(),
+        threads=threads,
+    )
+    if len(loader) < warmup + batches:
+        raise ValueError(f"need {warmup + batches} batches of data, have {len(loader)}")
+    iterator = iter(loader)
+    for _ in range(warmup):
+        next(iterator)
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = clock()
-    for x, y in run(batch, range(warmup, warmup + batches)):
-        assert x.shape == (batch_size, 3, 32, 32) and y.shape == (batch_size, NUM_CLASSES)
+    for _ in range(batches):
+        x, y = next(iterator)
     if device.type == "cuda":
         torch.cuda.synchronize()
     elapsed = clock() - start
-    if executor:
-        executor.shutdown()
+    assert x.shape == (batch_size, 3, 32, 32) and y.shape == (batch_size, NUM_CLASSES)
+    del iterator
     return batches * batch_size / elapsed
 
 
@@ -307,17 +297,16 @@ def main() -> None:
         ("per-sample torchvision (original notebook)", "cpu", f"{workers} workers", baseline)
     )
     ours_cpu = [run_ours(data, labels, **sizes) for _ in range(args.repeats)]
-    results.append(("BatchAugment", "cpu", f"{args.threads} torch", ours_cpu))
-    # The same in a pool of Python threads with one torch thread each: no OpenMP barriers, so
-    # a busy machine slows it less.
-    torch.set_num_threads(1)
-    pooled = [run_ours(data, labels, pool=args.threads, **sizes) for _ in range(args.repeats)]
-    torch.set_num_threads(args.threads)
-    results.append(("BatchAugment, thread pool", "cpu", f"{args.threads} x 1 torch", pooled))
+    results.append(("BatchLoader, no worker threads", "cpu", f"{args.threads} torch", ours_cpu))
+    # The training path (CUDA with --no-gpu-aug): batches made ahead in Python threads.
+    pooled = [run_ours(data, labels, threads=args.threads, **sizes) for _ in range(args.repeats)]
+    results.append(
+        ("BatchLoader, CPU threads (training path)", "cpu", f"{args.threads} threads", pooled)
+    )
     if torch.cuda.is_available():
         on_gpu = (data.cuda(), labels.cuda())
         ours_gpu = [run_ours(*on_gpu, **sizes) for _ in range(args.repeats)]
-        results.append(("BatchAugment, data on the GPU", "cuda", "-", ours_gpu))
+        results.append(("BatchLoader, data on the GPU (--gpu-aug)", "cuda", "-", ours_gpu))
 
     base = statistics.mean(baseline)
     header = f"{'pipeline':<44} | {'device':<6} | {'threads':<12} | {'images/s':>15} | ratio"
@@ -343,7 +332,7 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     print(f"{'per-sample torchvision (one worker)':<44} | {base_cpu:>12,.0f} | 1.00x")
-    print(f"{'BatchAugment':<44} | {ours_cpu_time:>12,.0f} | {ours_cpu_time / base_cpu:.2f}x")
+    print(f"{'BatchLoader':<44} | {ours_cpu_time:>12,.0f} | {ours_cpu_time / base_cpu:.2f}x")
     torch.set_num_threads(args.threads)
 
     if args.ops:

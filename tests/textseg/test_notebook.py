@@ -1,0 +1,88 @@
+"""notebooks/q2_dino_sam.ipynb: committed clean, and executed headless on tiny local models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import textseg
+
+REPO = Path(textseg.__file__).resolve().parents[1]
+NOTEBOOK = REPO / "notebooks" / "q2_dino_sam.ipynb"
+
+
+def _parameters_index(nb) -> int:
+    tagged = [
+        i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])
+    ]
+    assert len(tagged) == 1, "exactly one cell must be tagged 'parameters'"
+    return tagged[0]
+
+
+def test_notebook_is_committed_without_outputs():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+    params = nb.cells[_parameters_index(nb)].source
+    for name in (
+        "DETECTOR",
+        "SEGMENTER",
+        "DEVICE",
+        "PROMPT",
+        "BOX_THRESHOLD",
+        "TEXT_THRESHOLD",
+        "IMAGE",
+    ):
+        assert f"{name} =" in params
+    setup = "\n".join(c.source for c in nb.cells[: _parameters_index(nb)] if c.cell_type == "code")
+    assert '"google.colab" in sys.modules' in setup and "REPO_URL" in setup
+    assert "SAM2_BUILD_CUDA" in setup and "--no-build-isolation" in setup
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_notebook_runs_headless_with_tiny_local_models(
+    model_dirs, sample_image, tmp_path, monkeypatch
+):
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    out_dir = tmp_path / "out"
+    overrides = "\n".join(
+        [
+            f"DETECTOR = {str(model_dirs['detector'])!r}",
+            f"SEGMENTER = {str(model_dirs['segmenter'])!r}",
+            'DEVICE = "cpu"',
+            "BOX_THRESHOLD = 0.0",
+            "TEXT_THRESHOLD = 0.0",
+            "MAX_OBJECTS = 3",
+            f"IMAGE = {str(sample_image)!r}",
+            f"OUT_DIR = {str(out_dir)!r}",
+        ]
+    )
+    # papermill's convention: the injected cell goes right after the tagged one
+    injected = nbformat.v4.new_code_cell(overrides, metadata={"tags": ["injected-parameters"]})
+    nb.cells.insert(_parameters_index(nb) + 1, injected)
+    # the kernel must import this checkout's textseg even when it is not pip-installed
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    client = NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()
+
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs), "the overlay was not shown"
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs), (
+        "no UI"
+    )
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "3 objects" in text
+    folder = out_dir / sample_image.stem
+    assert (folder / "overlay.png").is_file() and (folder / "segmentation.json").is_file()
+    assert len(list(folder.glob("mask_*.png"))) == 3

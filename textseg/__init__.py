@@ -1,0 +1,38 @@
+"""textseg: segment what you describe in words — GroundingDINO finds, SAM 2 paints.
+
+    from textseg import TextSegmenter, overlay, save
+    ts = TextSegmenter.from_pretrained()          # grounding-dino-tiny + SAM 2.1 (hub)
+    seg = ts.segment("photo.jpg", "skateboard, cap")
+    overlay("photo.jpg", seg).show(); save(seg, "out/")
+
+Importing textseg loads neither torch models nor sam2 and picks no device.
+"""
+
+from textseg.draw import overlay
+from textseg.errors import ImageLoadError, ModelLoadError, PromptError, TextsegError
+from textseg.export import load, save
+from textseg.images import load_image
+from textseg.pipeline import BatchItem, SegmentOptions, TextSegmenter
+from textseg.prompt import parse_prompt
+from textseg.result import Segmentation
+from textseg.rle import decode_rle, encode_rle
+
+__all__ = [
+    "BatchItem",
+    "ImageLoadError",
+    "ModelLoadError",
+    "PromptError",
+    "SegmentOptions",
+    "Segmentation",
+    "TextSegmenter",
+    "TextsegError",
+    "decode_rle",
+    "encode_rle",
+    "load",
+    "load_image",
+    "overlay",
+    "parse_prompt",
+    "save",
+]
+
+__version__ = "0.1.0"

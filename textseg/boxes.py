@@ -1,0 +1,42 @@
+"""Box helpers: duplicate removal and coordinate clean-up (XYXY, pixels)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["clip_boxes", "remove_duplicates"]
+
+
+def clip_boxes(boxes: np.ndarray, *, height: int, width: int) -> np.ndarray:
+    """Clip (N, 4) XYXY boxes to the image [0, width] × [0, height]; returns float32."""
+    out = np.asarray(boxes, dtype=np.float32).reshape(-1, 4).copy()
+    out[:, 0::2] = out[:, 0::2].clip(0, width)
+    out[:, 1::2] = out[:, 1::2].clip(0, height)
+    return out
+
+
+def remove_duplicates(
+    boxes: np.ndarray, scores: np.ndarray, phrase_ids: np.ndarray, *, iou: float
+) -> np.ndarray:
+    """Indices of the detections to keep, highest score first.
+
+    Two passes of non-maximum suppression at the same IoU: first within each phrase
+    (the same object found by several queries), then across phrases (one object found
+    as "cap" and as "hat": the higher-scoring label wins).
+
+    boxes: (N, 4) XYXY pixels. scores: (N,). phrase_ids: (N,) int.
+    Returns (K,) int64 indices into the inputs, sorted by descending score.
+    """
+    import torch
+    from torchvision.ops import batched_nms, nms
+
+    if not 0.0 <= iou <= 1.0:
+        raise ValueError(f"nms_iou must be in [0, 1], got {iou}")
+    if len(boxes) == 0:
+        return np.zeros(0, dtype=np.int64)
+    b = torch.as_tensor(np.asarray(boxes, dtype=np.float32)).reshape(-1, 4)
+    s = torch.as_tensor(np.asarray(scores, dtype=np.float32))
+    ids = torch.as_tensor(np.asarray(phrase_ids, dtype=np.int64))
+    within = batched_nms(b, s, ids, iou)  # sorted by score
+    across = nms(b[within], s[within], iou)
+    return within[across].numpy().astype(np.int64)

@@ -1,0 +1,214 @@
+"""Command line: python -m textseg IMAGE_OR_FOLDER... --prompt "cat, remote" --out OUT."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from textseg.errors import ModelLoadError, PromptError
+
+__all__ = ["main"]
+
+EPILOG = """\
+outputs: OUT/<image name>/overlay.png, mask_NN_<label>.png (one per object) and
+segmentation.json (prompt, image size, per object label, score, mask_score, XYXY box and
+COCO RLE mask).
+
+local models (offline): --detector takes a folder written by save_pretrained();
+--segmenter takes a folder with config.yaml + model.pt, or a checkpoint such as
+sam2.1_hiera_tiny.pt (other names need --segmenter-config).
+
+exit status: 0 all images done, 1 some images skipped or a model failed to load,
+2 bad arguments.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _unit(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="textseg",
+        description="Segment what you describe in words: GroundingDINO finds boxes for the "
+        "prompt's phrases, SAM 2 turns them into masks.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="images or folders of images"
+    )
+    p.add_argument(
+        "--prompt", required=True, help='phrases separated by commas, e.g. "skateboard, cap"'
+    )
+    p.add_argument("--out", required=True, type=Path, help="output folder (created)")
+    p.add_argument(
+        "--box-threshold",
+        type=_unit,
+        default=0.35,
+        help="detector score an object needs (default 0.35)",
+    )
+    p.add_argument(
+        "--text-threshold",
+        type=_unit,
+        default=0.25,
+        help="score of the token naming its phrase (default 0.25)",
+    )
+    p.add_argument(
+        "--nms-iou",
+        type=_unit,
+        default=0.5,
+        help="IoU above which boxes are duplicates (default 0.5)",
+    )
+    p.add_argument(
+        "--max-objects", type=_count, default=None, help="keep at most N objects per image"
+    )
+    p.add_argument(
+        "--multimask", action="store_true", help="SAM 2 proposes 3 masks per box; keep the best"
+    )
+    p.add_argument(
+        "--detector",
+        default=None,
+        metavar="ID_OR_PATH",
+        help="GroundingDINO hub id or local folder (default IDEA-Research/grounding-dino-tiny)",
+    )
+    p.add_argument(
+        "--segmenter",
+        default=None,
+        metavar="ID_OR_PATH",
+        help="SAM 2 hub id, size name (tiny, small, base-plus, large), .pt file or local "
+        "folder (default: large on GPU, tiny on CPU)",
+    )
+    p.add_argument(
+        "--segmenter-config",
+        default=None,
+        metavar="CONFIG",
+        help="SAM 2 config (YAML path or sam2 config name) for a .pt with a non-standard name",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="default: cuda if available",
+    )
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "float32", "float16", "bfloat16"],
+        help="SAM 2 autocast dtype on GPU (default: bf16 where supported, else fp32)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress and details")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 1 images skipped / models failed, 2 usage)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="textseg: %(message)s"
+    )
+
+    from textseg.detector import looks_like_path
+    from textseg.device import resolve_runtime
+    from textseg.images import list_images
+    from textseg.prompt import parse_prompt
+
+    images: list[Path] = []
+    for raw in args.inputs:
+        path = Path(raw)
+        if path.is_dir():
+            found = list_images(path)
+            if not found:
+                parser.error(f"{raw}: the folder holds no .jpg/.png/.webp/... images")
+            images += found
+        elif path.exists():
+            images.append(path)
+        else:
+            parser.error(f"{raw}: no such file or folder")
+    try:
+        parse_prompt(args.prompt)
+    except PromptError as err:
+        parser.error(str(err))
+    paths = {
+        "--detector": args.detector,
+        "--segmenter": args.segmenter,
+        "--segmenter-config": args.segmenter_config,
+    }
+    for flag, value in paths.items():
+        if value and looks_like_path(value) and not Path(value).expanduser().exists():
+            parser.error(f"{flag} {value}: no such file or folder")
+    try:
+        resolve_runtime(args.device, precision=args.precision)
+    except ValueError as err:
+        parser.error(str(err))
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out}: exists and is not a folder")
+
+    if not args.verbose:
+        try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        except ImportError:
+            pass
+    from textseg.pipeline import TextSegmenter
+
+    try:
+        segmenter = TextSegmenter.from_pretrained(
+            detector=args.detector,
+            segmenter=args.segmenter,
+            segmenter_config=args.segmenter_config,
+            device=args.device,
+            precision=args.precision,
+        )
+    except ModelLoadError as err:
+        print(f"textseg: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
+    options = dict(
+        box_threshold=args.box_threshold,
+        text_threshold=args.text_threshold,
+        nms_iou=args.nms_iou,
+        max_objects=args.max_objects,
+        multimask=args.multimask,
+    )
+    skipped = 0
+    try:
+        for item in segmenter.iter_many(images, args.prompt, out_dir=args.out, **options):
+            if item.segmentation is None:
+                skipped += 1
+                reason = " ".join(str(item.error).split())
+                print(f"{item.source}: skipped: {reason}", file=sys.stderr)
+            else:
+                print(f"{item.source}: {item.segmentation.summary()} -> {item.out_dir}")
+    except PromptError as err:
+        parser.error(str(err))
+    done = len(images) - skipped
+    if skipped:
+        print(f"textseg: {done} of {len(images)} images done, {skipped} skipped", file=sys.stderr)
+    return 1 if skipped else 0

@@ -1,0 +1,21 @@
+"""Exceptions raised by textseg. Each message says what was wrong and what to do next."""
+
+from __future__ import annotations
+
+__all__ = ["ImageLoadError", "ModelLoadError", "PromptError", "TextsegError"]
+
+
+class TextsegError(Exception):
+    """Base class of every error textseg raises on purpose (bad input, missing model)."""
+
+
+class ImageLoadError(TextsegError, ValueError):
+    """An image could not be read or converted (corrupt, empty, too large, not an image)."""
+
+
+class PromptError(TextsegError, ValueError):
+    """A text prompt is empty, has no words, or is longer than the text encoder can read."""
+
+
+class ModelLoadError(TextsegError, RuntimeError):
+    """A detector or segmenter could not be built (offline, wrong id, package missing)."""
