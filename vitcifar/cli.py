@@ -195,13 +195,13 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from vitcifar.checkpoint import load_checkpoint
-    from vitcifar.data import load_splits
+    from vitcifar.data import load_test_set
     from vitcifar.evaluate import evaluate
 
     ckpt = load_checkpoint(args.checkpoint)
     image_size = ckpt["model_config"].get("image_size", 32)
-    splits = load_splits(args.data, data_root=args.data_root, val_size=0, image_size=image_size)
-    report = evaluate(args.checkpoint, splits.test, out_dir=args.out, device=args.device)
+    test = load_test_set(args.data, data_root=args.data_root, image_size=image_size)
+    report = evaluate(args.checkpoint, test, out_dir=args.out, device=args.device)
     print(report.summary())
     print("wrote " + ", ".join(str(p) for p in report.files.values()))
     return 0

@@ -37,6 +37,7 @@ __all__ = [
     "Splits",
     "list_image_folder",
     "load_splits",
+    "load_test_set",
     "make_mixer",
     "normalize",
     "sample_transform",
@@ -223,23 +224,34 @@ def list_image_folder(root: str | os.PathLike) -> FolderListing:
 
 
 def _load_torchvision(
-    name: str, root: str | os.PathLike, download: bool
-) -> tuple[ImageSet, ImageSet]:
+    name: str, root: str | os.PathLike, download: bool, *, train: bool
+) -> ImageSet:
     from torchvision import datasets
 
     cls = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
-    sets = []
-    for train in (True, False):
-        try:
-            ds = cls(root=str(root), train=train, download=download)
-        except (RuntimeError, OSError) as err:
-            raise DataError(
-                f"could not load {name} from {root} ({err}); it downloads once into --data-root "
-                "(needs internet), or pass an ImageFolder path instead"
-            ) from err
-        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32)
-        sets.append(ImageSet(images, torch.tensor(ds.targets, dtype=torch.int64), list(ds.classes)))
-    return sets[0], sets[1]
+    try:
+        ds = cls(root=str(root), train=train, download=download)
+    except (RuntimeError, OSError) as err:
+        raise DataError(
+            f"could not load {name} from {root} ({err}); it downloads once into --data-root "
+            "(needs internet), or pass an ImageFolder path instead"
+        ) from err
+    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32)
+    return ImageSet(images, torch.tensor(ds.targets, dtype=torch.int64), list(ds.classes))
+
+
+def load_test_set(
+    data: str,
+    *,
+    data_root: str | os.PathLike = "./data",
+    image_size: int = 32,
+    download: bool = True,
+    progress: bool = True,
+) -> ImageSet:
+    """Only the test split of ``data`` (see ``load_splits``), e.g. to evaluate a checkpoint."""
+    if data.lower() in ("cifar10", "cifar100"):
+        return _load_torchvision(data.lower(), data_root, download, train=False)
+    return list_image_folder(data).decode("test", image_size=image_size, progress=progress)
 
 
 def _balanced_pick(
@@ -281,7 +293,8 @@ def load_splits(
         raise DataError(f"subset must be a positive number of images, got {subset}")
     listing = None
     if data.lower() in ("cifar10", "cifar100"):
-        train, test = _load_torchvision(data.lower(), data_root, download)
+        train = _load_torchvision(data.lower(), data_root, download, train=True)
+        test = _load_torchvision(data.lower(), data_root, download, train=False)
         train_labels, classes = train.labels, train.classes
     else:  # list first, decode only the images that the splits use
         listing = list_image_folder(data)
