@@ -8,7 +8,7 @@ report = evaluate(run.out_dir / "best.pt", splits.test)
 """
 
 from vitcifar.checkpoint import CheckpointError, load_checkpoint
-from vitcifar.data import AugmentConfig, DataError, ImageSet, Splits, load_splits
+from vitcifar.data import AugmentConfig, DataError, ImageSet, Splits, load_splits, load_test_set
 from vitcifar.evaluate import EvalReport, evaluate, load_model
 from vitcifar.model import PRESETS, ViT, ViTConfig, attention_map, vit_from_preset
 from vitcifar.train import TRAIN_PRESETS, TrainConfig, TrainingDiverged, config_for_preset, train
@@ -32,6 +32,7 @@ __all__ = [
     "load_checkpoint",
     "load_model",
     "load_splits",
+    "load_test_set",
     "train",
     "vit_from_preset",
 ]
