@@ -27,10 +27,21 @@ def timm_twin(cfg: ViTConfig) -> torch.nn.Module:
     from timm.models.vision_transformer import VisionTransformer
 
     return VisionTransformer(
-        img_size=cfg.image_size, patch_size=cfg.patch_size, in_chans=cfg.in_channels, num_classes=cfg.num_classes,
-        embed_dim=cfg.dim, depth=cfg.depth, num_heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, qkv_bias=True,
-        class_token=True, global_pool="token", pos_drop_rate=cfg.emb_dropout, proj_drop_rate=cfg.dropout,
-        attn_drop_rate=cfg.attn_dropout, drop_path_rate=cfg.drop_path,
+        img_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+        in_chans=cfg.in_channels,
+        num_classes=cfg.num_classes,
+        embed_dim=cfg.dim,
+        depth=cfg.depth,
+        num_heads=cfg.heads,
+        mlp_ratio=cfg.mlp_ratio,
+        qkv_bias=True,
+        class_token=True,
+        global_pool="token",
+        pos_drop_rate=cfg.emb_dropout,
+        proj_drop_rate=cfg.dropout,
+        attn_drop_rate=cfg.attn_dropout,
+        drop_path_rate=cfg.drop_path,
     )
 
 
@@ -77,7 +88,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--batch-size", type=int, help="default: 64 on CPU, 512 on CUDA")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads (default: %(default)s, Colab's vCPUs)")
+    p.add_argument(
+        "--threads", type=int, default=2, help="CPU threads (default: %(default)s, Colab's vCPUs)"
+    )
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--iters", type=int, help="steps per round (default: 3 on CPU, 50 on CUDA)")
     args = p.parse_args()
@@ -88,7 +101,10 @@ def main() -> None:
     amp = resolve_amp("auto", device)
     cfg = ViTConfig()  # deit-tiny
     torch.manual_seed(0)
-    models = {"vitcifar deit-tiny": ViT(cfg).to(device), "timm VisionTransformer": timm_twin(cfg).to(device)}
+    models = {
+        "vitcifar deit-tiny": ViT(cfg).to(device),
+        "timm VisionTransformer": timm_twin(cfg).to(device),
+    }
     counts = {k: sum(p.numel() for p in m.parameters()) for k, m in models.items()}
     steps = {k: make_step(m, device, amp, batch, cfg.num_classes) for k, m in models.items()}
     for s in steps.values():  # warm-up
@@ -97,7 +113,11 @@ def main() -> None:
     for _ in range(args.rounds):
         for k, s in steps.items():
             times[k].append(timed(s, device, iters))
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cpu_name()}, {args.threads} threads"
+    where = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{cpu_name()}, {args.threads} threads"
+    )
     print(f"\ntraining step, batch {batch}, {where}, amp={amp}, torch {torch.__version__}")
     print(f"{'model':26s} {'params':>10s} {'images/s':>10s} {'ratio':>7s}")
     base = batch / statistics.median(times["timm VisionTransformer"])

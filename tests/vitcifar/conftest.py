@@ -10,10 +10,17 @@ from PIL import Image
 
 from vitcifar.model import ViTConfig
 
-COLOURS = {"red": (200, 40, 40), "green": (40, 190, 60), "blue": (40, 60, 210), "yellow": (220, 210, 40)}
+COLOURS = {
+    "red": (200, 40, 40),
+    "green": (40, 190, 60),
+    "blue": (40, 60, 210),
+    "yellow": (220, 210, 40),
+}
 
 
-def make_image_folder(root: Path, *, n_train: int = 48, n_test: int = 16, size: int = 32, seed: int = 0) -> Path:
+def make_image_folder(
+    root: Path, *, n_train: int = 48, n_test: int = 16, size: int = 32, seed: int = 0
+) -> Path:
     """root/{train,test}/<colour>/<i>.png: noisy images of one dominant colour per class."""
     rng = np.random.default_rng(seed)
     for split, n in (("train", n_train), ("test", n_test)):
@@ -34,4 +41,12 @@ def image_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def tiny_cfg() -> ViTConfig:
-    return ViTConfig(patch_size=8, dim=32, depth=2, heads=2, num_classes=len(COLOURS), dropout=0.0, emb_dropout=0.0)
+    return ViTConfig(
+        patch_size=8,
+        dim=32,
+        depth=2,
+        heads=2,
+        num_classes=len(COLOURS),
+        dropout=0.0,
+        emb_dropout=0.0,
+    )

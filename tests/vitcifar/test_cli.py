@@ -10,27 +10,71 @@ pytestmark = pytest.mark.slow
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vitcifar", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "vitcifar", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_train_then_evaluate_end_to_end(image_folder, tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["train", "--preset", "deit-tiny", "--data", str(image_folder), "--subset", "32",
-                 "--val-size", "8", "--epochs", "1", "--batch-size", "16", "--device", "cpu",
-                 "--num-workers", "0", "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "train",
+            "--preset",
+            "deit-tiny",
+            "--data",
+            str(image_folder),
+            "--subset",
+            "32",
+            "--val-size",
+            "8",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--device",
+            "cpu",
+            "--num-workers",
+            "0",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "32 train / 8 val / 64 test images, 4 classes" in printed and "test accuracy" in printed
-    for name in ("last.pt", "best.pt", "metrics.jsonl", "metrics.json", "confusion.png", "curves.png",
-                 "misclassified.png"):
+    for name in (
+        "last.pt",
+        "best.pt",
+        "metrics.jsonl",
+        "metrics.json",
+        "confusion.png",
+        "curves.png",
+        "misclassified.png",
+    ):
         assert (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_parameters"] == 5_362_762 - 6 * 193  # a 4-class head instead of 10
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and len(metrics["confusion_matrix"]) == 4
 
     ev = tmp_path / "eval"
-    assert main(["evaluate", "--checkpoint", str(out / "best.pt"), "--data", str(image_folder),
-                 "--out", str(ev), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(out / "best.pt"),
+                "--data",
+                str(image_folder),
+                "--out",
+                str(ev),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     again = json.loads((ev / "metrics.json").read_text())
     assert again["test_accuracy"] == metrics["test_accuracy"]
 
@@ -38,12 +82,21 @@ def test_train_then_evaluate_end_to_end(image_folder, tmp_path, capsys):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["train", "--data", "cifar10", "--out", "x", "--batch-size", "0"], "--batch-size: must be > 0"),
+        (
+            ["train", "--data", "cifar10", "--out", "x", "--batch-size", "0"],
+            "--batch-size: must be > 0",
+        ),
         (["train", "--data", "cifar10", "--out", "x", "--epochs", "-3"], "--epochs: must be > 0"),
-        (["train", "--data", "cifar10", "--out", "x", "--preset", "vit-huge"], "invalid choice: 'vit-huge'"),
+        (
+            ["train", "--data", "cifar10", "--out", "x", "--preset", "vit-huge"],
+            "invalid choice: 'vit-huge'",
+        ),
         (["train", "--out", "x"], "the following arguments are required: --data"),
         (["train", "--data", "/no/such/folder", "--out", "x"], "/no/such/folder does not exist"),
-        (["evaluate", "--checkpoint", "/no/best.pt", "--data", "cifar10"], "/no/best.pt does not exist"),
+        (
+            ["evaluate", "--checkpoint", "/no/best.pt", "--data", "cifar10"],
+            "/no/best.pt does not exist",
+        ),
     ],
 )
 def test_bad_arguments_one_line_exit_2(args, message, capsys):
@@ -71,6 +124,20 @@ def test_help_documents_every_option(capsys):
         main(["train", "--help"])
     assert exit_.value.code == 0
     text = capsys.readouterr().out
-    for opt in ("--preset", "--data", "--data-root", "--out", "--epochs", "--batch-size", "--lr", "--subset",
-                "--val-size", "--device", "--resume", "--gpu-aug", "--compile", "--amp"):
+    for opt in (
+        "--preset",
+        "--data",
+        "--data-root",
+        "--out",
+        "--epochs",
+        "--batch-size",
+        "--lr",
+        "--subset",
+        "--val-size",
+        "--device",
+        "--resume",
+        "--gpu-aug",
+        "--compile",
+        "--amp",
+    ):
         assert opt in text

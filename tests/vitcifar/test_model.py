@@ -22,8 +22,17 @@ def test_presets_stay_small_and_plain(preset):
 @pytest.mark.parametrize("pos_embed", ["learned", "sincos2d"])
 @pytest.mark.parametrize("image_size,patch_size", [(32, 4), (32, 8), (16, 2)])
 def test_shapes_and_finite_gradients(pool, pos_embed, image_size, patch_size):
-    cfg = ViTConfig(image_size=image_size, patch_size=patch_size, dim=32, depth=2, heads=4, num_classes=7,
-                    pool=pool, pos_embed=pos_embed, drop_path=0.2)
+    cfg = ViTConfig(
+        image_size=image_size,
+        patch_size=patch_size,
+        dim=32,
+        depth=2,
+        heads=4,
+        num_classes=7,
+        pool=pool,
+        pos_embed=pos_embed,
+        drop_path=0.2,
+    )
     model = ViT(cfg)
     x = torch.randn(3, 3, image_size, image_size)
     tokens = model.forward_features(x)

@@ -26,7 +26,9 @@ def test_one_cycle_warmup_peak_and_final_value():
     assert lrs[150] == pytest.approx((1 / 25 + 1) / 2)
     assert all(b <= a for a, b in zip(lrs[300:], lrs[301:]))  # then anneals
     assert lrs[-1] == pytest.approx(1 / 25 / 1e4)
-    assert lrs[650] == pytest.approx(lrs[-1] + (1 - lrs[-1]) * 0.5)  # cosine: halfway down at midpoint
+    assert lrs[650] == pytest.approx(
+        lrs[-1] + (1 - lrs[-1]) * 0.5
+    )  # cosine: halfway down at midpoint
 
 
 def test_peak_lr_scales_with_batch_size():
@@ -42,8 +44,18 @@ def test_param_groups_decay_only_weight_matrices():
     decayed = {names[id(p)] for p in decay["params"]}
     kept = {names[id(p)] for p in no_decay["params"]}
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
-    assert "blocks.0.attn.qkv.weight" in decayed and "head.weight" in decayed and "patch_embed.proj.weight" in decayed
-    assert {"pos_embed", "cls_token", "blocks.0.norm1.weight", "blocks.0.attn.qkv.bias", "norm.bias"} <= kept
+    assert (
+        "blocks.0.attn.qkv.weight" in decayed
+        and "head.weight" in decayed
+        and "patch_embed.proj.weight" in decayed
+    )
+    assert {
+        "pos_embed",
+        "cls_token",
+        "blocks.0.norm1.weight",
+        "blocks.0.attn.qkv.bias",
+        "norm.bias",
+    } <= kept
     assert not any(n.endswith(".bias") or "norm" in n for n in decayed)
     assert len(decayed) + len(kept) == len(list(model.parameters()))
 
@@ -51,9 +63,12 @@ def test_param_groups_decay_only_weight_matrices():
 def test_soft_cross_entropy_matches_hard_and_smoothing():
     logits = torch.randn(8, 5)
     y = torch.randint(0, 5, (8,))
-    torch.testing.assert_close(soft_cross_entropy(logits, F.one_hot(y, 5).float()), F.cross_entropy(logits, y))
     torch.testing.assert_close(
-        soft_cross_entropy(logits, F.one_hot(y, 5).float(), 0.1), F.cross_entropy(logits, y, label_smoothing=0.1)
+        soft_cross_entropy(logits, F.one_hot(y, 5).float()), F.cross_entropy(logits, y)
+    )
+    torch.testing.assert_close(
+        soft_cross_entropy(logits, F.one_hot(y, 5).float(), 0.1),
+        F.cross_entropy(logits, y, label_smoothing=0.1),
     )
 
 
@@ -65,7 +80,9 @@ def _constant_batch(n=8, k=4, size=16):
 
 @pytest.mark.parametrize("which", ["mixup", "cutmix"])
 def test_mixing_gives_distributions_in_stated_proportions(which):
-    cfg = AugmentConfig(mixup_alpha=0.8 if which == "mixup" else 0.0, cutmix_alpha=1.0 if which == "cutmix" else 0.0)
+    cfg = AugmentConfig(
+        mixup_alpha=0.8 if which == "mixup" else 0.0, cutmix_alpha=1.0 if which == "cutmix" else 0.0
+    )
     mixer = make_mixer(cfg, num_classes=8)
     torch.manual_seed(0)
     for _ in range(10):

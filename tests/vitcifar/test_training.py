@@ -20,8 +20,16 @@ def splits(image_folder):
 
 
 def quick_cfg(**kw) -> TrainConfig:
-    base = dict(epochs=2, batch_size=32, lr=3e-3, warmup_frac=0.1, device="cpu", num_workers=0,
-                eval_batch_size=64, seed=0)
+    base = dict(
+        epochs=2,
+        batch_size=32,
+        lr=3e-3,
+        warmup_frac=0.1,
+        device="cpu",
+        num_workers=0,
+        eval_batch_size=64,
+        seed=0,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -121,7 +129,9 @@ def test_checkpoint_errors_name_the_file(finished_run, tmp_path):
         load_model(tmp_path / "nope.pt")
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(finished_run.read_bytes()[:5000])
-    with pytest.raises(CheckpointError, match="truncated.pt is truncated or not a torch checkpoint"):
+    with pytest.raises(
+        CheckpointError, match="truncated.pt is truncated or not a torch checkpoint"
+    ):
         load_model(truncated)
     text = tmp_path / "notes.pt"
     text.write_text("hello")
@@ -129,7 +139,9 @@ def test_checkpoint_errors_name_the_file(finished_run, tmp_path):
         load_model(text)
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {"w": torch.ones(1)}}, foreign)
-    with pytest.raises(CheckpointError, match="foreign.pt is a torch file but not a vitcifar checkpoint"):
+    with pytest.raises(
+        CheckpointError, match="foreign.pt is a torch file but not a vitcifar checkpoint"
+    ):
         load_model(foreign)
 
 
@@ -141,7 +153,9 @@ class Payload:  # an arbitrary object: unpickling it could run code
 def test_checkpoint_never_unpickles_objects(tmp_path, capsys):
     evil = tmp_path / "evil.pt"
     torch.save({"format": "vitcifar-checkpoint/1", "model": Payload()}, evil)
-    with pytest.raises(CheckpointError, match="evil.pt is not a vitcifar checkpoint: it holds Python objects"):
+    with pytest.raises(
+        CheckpointError, match="evil.pt is not a vitcifar checkpoint: it holds Python objects"
+    ):
         load_model(evil)
     assert "this must never run" not in capsys.readouterr().out
 
@@ -163,8 +177,15 @@ def test_evaluate_refuses_other_classes(finished_run, splits):
         evaluate(finished_run, renamed, save=False)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fall-back on a machine without a GPU")
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the fall-back on a machine without a GPU"
+)
 def test_gpu_aug_without_gpu_warns_and_falls_back(splits, tiny_cfg, tmp_path):
-    with pytest.warns(UserWarning, match="--gpu-aug needs a CUDA GPU; none is in use, so the CPU augmentation path"):
-        run = train(tiny_cfg, splits, quick_cfg(epochs=1, gpu_aug=True), tmp_path / "run", progress=False)
+    with pytest.warns(
+        UserWarning,
+        match="--gpu-aug needs a CUDA GPU; none is in use, so the CPU augmentation path",
+    ):
+        run = train(
+            tiny_cfg, splits, quick_cfg(epochs=1, gpu_aug=True), tmp_path / "run", progress=False
+        )
     assert len(run.history) == 1 and (tmp_path / "run" / "last.pt").exists()
