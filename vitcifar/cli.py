@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 from vitcifar.checkpoint import CheckpointError
 from vitcifar.data import DataError
@@ -148,8 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from vitcifar.checkpoint import load_checkpoint
     from vitcifar.data import load_splits
     from vitcifar.evaluate import evaluate
+    from vitcifar.model import ViTConfig
     from vitcifar.train import config_for_preset, train
 
     overrides = {
@@ -168,12 +171,18 @@ def _train(args: argparse.Namespace) -> int:
         if v is not None
     }
     model_cfg, cfg = config_for_preset(args.preset, **overrides)
+    source = {"data": args.data, "val_size": args.val_size, "subset": args.subset, "seed": cfg.seed}
+    last = Path(args.out) / "last.pt"
+    if args.resume and last.exists():  # the run's own data split, whatever the command line says
+        ckpt = load_checkpoint(last)
+        source = ckpt.get("data", {}).get("source") or source
+        model_cfg = ViTConfig.from_dict(ckpt["model_config"])
     splits = load_splits(
-        args.data,
+        source["data"],
         data_root=args.data_root,
-        val_size=args.val_size,
-        subset=args.subset,
-        seed=cfg.seed,
+        val_size=source["val_size"],
+        subset=source["subset"],
+        seed=source["seed"],
         image_size=model_cfg.image_size,
         progress=not args.quiet,
     )

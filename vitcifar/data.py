@@ -13,13 +13,15 @@ training loaders sit on top of it:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -104,15 +106,34 @@ class ImageSet:
 
 @dataclass
 class Splits:
-    """Training, validation (held out from training; may be empty) and test sets."""
+    """Training, validation (held out from training; may be empty) and test sets.
+
+    ``source`` holds the ``load_splits`` arguments that made them (data, val_size, subset, seed),
+    so a checkpoint can say which data a run used.
+    """
 
     train: ImageSet
     val: ImageSet
     test: ImageSet
+    source: dict[str, Any] = field(default_factory=dict)
 
     @property
     def classes(self) -> list[str]:
         return self.train.classes
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a resumed run must see again: sizes, classes and a digest of the train/val split."""
+        h = hashlib.sha1()
+        for part in (self.train, self.val):
+            h.update(part.labels.cpu().numpy().tobytes())
+            h.update(part.images.cpu().contiguous().numpy().tobytes())
+        return {
+            "train": len(self.train),
+            "val": len(self.val),
+            "classes": list(self.classes),
+            "digest": h.hexdigest(),
+            "source": dict(self.source),
+        }
 
 
 # ----------------------------------------------------------------------------- loading
@@ -314,18 +335,22 @@ def load_splits(
     train_idx = torch.nonzero(keep).flatten()
     if subset is not None and subset < len(train_idx):
         train_idx = train_idx[_balanced_pick(train_labels[train_idx], subset, len(classes), g)]
+    source = {"data": str(data), "val_size": val_size, "subset": subset, "seed": seed}
     if listing is not None:
         kw = {"image_size": image_size, "progress": progress}
         return Splits(
             train=listing.decode("train", train_idx, **kw),
             val=listing.decode("train", val_idx, **kw),
             test=listing.decode("test", **kw),
+            source=source,
         )
     if train.images.shape[-2:] != (image_size, image_size):
         raise DataError(
             f"{data} holds {tuple(train.images.shape[-2:])} images, the model expects {image_size}"
         )
-    return Splits(train=train.subset(train_idx), val=train.subset(val_idx), test=test)
+    return Splits(
+        train=train.subset(train_idx), val=train.subset(val_idx), test=test, source=source
+    )
 
 
 # ----------------------------------------------------------------------------- augmentation
@@ -462,8 +487,8 @@ class BatchLoader(_TrainLoader):
       then moved to ``device`` (pinned, non-blocking) where Mixup/CutMix and normalisation run.
 
     ``repeats`` > 1 is repeated augmentation (Hoffer et al. 2020; DeiT's RASampler): each epoch
-    draws len(data) / repeats images and shows each ``repeats`` times, differently augmented, in
-    the same batch.
+    draws len(data) / repeats images and shows each ``repeats`` times, differently augmented,
+    next to each other (so within one batch, except where a group straddles two).
     """
 
     def __init__(
@@ -504,7 +529,7 @@ class BatchLoader(_TrainLoader):
     def _augmented(self, order: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch ``b`` of this epoch: augmented uint8 images and int labels, on the data's device."""
         src = self.data.images.device
-        idx = order[b * self.batch_size : (b + 1) * self.batch_size].to(src)
+        idx = order[b * self.batch_size : (b + 1) * self.batch_size]
         g = torch.Generator(device=src).manual_seed(
             ((self.seed * 100_003 + self.epoch) * 1_000_003 + b) % 2**63
         )
@@ -512,6 +537,7 @@ class BatchLoader(_TrainLoader):
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self._order(torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        order = order.to(self.data.images.device)  # once per epoch: no host sync per batch
         mixer = self.mixer if self.mix else None
         pin = self.device.type == "cuda" and self.data.images.device.type == "cpu"
         for images, labels in self._batches(order):

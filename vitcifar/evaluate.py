@@ -90,7 +90,7 @@ def evaluate(
         test,
         device=dev,
         batch_size=tcfg.eval_batch_size,
-        amp=resolve_amp(tcfg.amp, dev),
+        amp=resolve_amp("auto", dev),
         tta_flip=tcfg.tta_flip,
     )
     true = test.labels.cpu()

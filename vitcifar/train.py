@@ -357,7 +357,7 @@ class RunResult:
 
 
 def _checkpoint(
-    model, ema, opt, sched, scaler, epoch, best, history, model_cfg, cfg, classes
+    model, ema, opt, sched, scaler, epoch, best, history, model_cfg, cfg, data, runtime
 ) -> dict[str, Any]:
     return {
         "format": FORMAT,
@@ -373,7 +373,9 @@ def _checkpoint(
         "rng": _rng_state(),
         "model_config": model_cfg.to_dict(),
         "train_config": cfg.to_dict(),
-        "classes": list(classes),
+        "classes": list(data["classes"]),
+        "data": data,  # Splits.fingerprint(): the split a resume must see again
+        "runtime": runtime,  # the device and autocast dtype actually used
     }
 
 
@@ -424,6 +426,14 @@ def train(
                 )
     elif resume:
         raise FileNotFoundError(f"nothing to resume: {last_path} does not exist")
+    data = splits.fingerprint()
+    if state is not None and state.get("data", {}).get("digest") not in (None, data["digest"]):
+        was = state["data"]
+        raise DataError(
+            f"{last_path} was trained on other data ({was['train']} train / {was['val']} val images "
+            f"from {was.get('source')}); now {data['train']} / {data['val']} from {data['source']}. "
+            "Resume with the same --data, --subset, --val-size and --seed, or choose another --out"
+        )
     if model_cfg.num_classes != len(splits.classes):
         raise DataError(
             f"the model has num_classes={model_cfg.num_classes} but the data has {len(splits.classes)} classes"
@@ -452,14 +462,24 @@ def train(
         ),
     )
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
+    runtime = {"device": device.type, "amp": str(amp).replace("torch.", "") if amp else "off"}
     start_epoch, best, history = 0, (-1.0, -1), []
     if state is not None:
         load_state_into(model, state["model"], last_path)
         if ema is not None and state.get("ema") is not None:
             load_state_into(ema, state["ema"], last_path)
         opt.load_state_dict(state["optimizer"])
+        for group in opt.param_groups:  # a run started on the CPU continues fused on a GPU
+            group["fused"] = fused
         sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        if state["scaler"] and scaler.is_enabled():  # an fp16 scaler's state, continued on a T4
+            scaler.load_state_dict(state["scaler"])
+        if state.get("runtime", runtime) != runtime:
+            log.warning(
+                "resuming on %s (was %s): training continues, but not bit-for-bit as it would have",
+                runtime,
+                state.get("runtime"),
+            )
         start_epoch, best, history = (
             state["epoch"],
             (state["best_val_acc"], state["best_epoch"]),
@@ -534,6 +554,11 @@ def train(
             amp=amp,
             tta_flip=cfg.tta_flip,
         )
+        if not math.isfinite(val_loss):  # weights went bad in the epoch's last steps
+            raise TrainingDiverged(
+                f"the validation loss became {val_loss} after epoch {epoch + 1}; {last_path} keeps "
+                "the last good epoch. Lower --lr or use --amp off"
+            )
         row = {
             "epoch": epoch + 1,
             "lr": sched.get_last_lr()[0],
@@ -550,7 +575,7 @@ def train(
         if is_best:
             best = (val_acc, epoch + 1)
         ckpt = _checkpoint(
-            model, ema, opt, sched, scaler, epoch + 1, best, history, model_cfg, cfg, splits.classes
+            model, ema, opt, sched, scaler, epoch + 1, best, history, model_cfg, cfg, data, runtime
         )
         atomic_save(ckpt, last_path)
         if is_best:

@@ -56,7 +56,9 @@ def test_train_then_evaluate_end_to_end(image_folder, tmp_path, capsys):
         assert (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_parameters"] == 5_362_762 - 6 * 193  # a 4-class head instead of 10
-    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and len(metrics["confusion_matrix"]) == 4
+    cm = metrics["confusion_matrix"]
+    assert len(cm) == 4 and sum(map(sum, cm)) == 64
+    assert metrics["test_accuracy"] == pytest.approx(sum(cm[i][i] for i in range(4)) / 64)
 
     ev = tmp_path / "eval"
     assert (
@@ -77,6 +79,31 @@ def test_train_then_evaluate_end_to_end(image_folder, tmp_path, capsys):
     )
     again = json.loads((ev / "metrics.json").read_text())
     assert again["test_accuracy"] == metrics["test_accuracy"]
+
+    # --resume continues with the run's own split, whatever --subset/--seed now say
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(image_folder),
+                "--out",
+                str(out),
+                "--resume",
+                "--seed",
+                "7",
+                "--device",
+                "cpu",
+                "--num-workers",
+                "0",
+                "--quiet",
+                "--no-eval",
+            ]
+        )
+        == 0
+    )
+    assert "32 train / 8 val / 64 test images" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

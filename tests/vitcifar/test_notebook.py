@@ -50,7 +50,9 @@ def test_q1_runs_headless_and_writes_metrics_and_figures(image_folder, tmp_path)
     ).execute()
     run = tmp_path / "nbrun"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    cm = metrics["confusion_matrix"]
+    assert sum(map(sum, cm)) == 64
+    assert metrics["test_accuracy"] == pytest.approx(sum(cm[i][i] for i in range(len(cm))) / 64)
     for name in (
         "best.pt",
         "last.pt",

@@ -149,3 +149,24 @@ def test_train_config_round_trip():
     cfg = TrainConfig(label_smoothing=0.1, augment=AugmentConfig(randaug_ops=1))
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     assert math.isclose(cfg.peak_lr, 1e-3)
+
+
+@pytest.mark.parametrize(
+    "capability,amp,expected",
+    [
+        ((7, 5), "auto", torch.float16),
+        ((8, 0), "auto", torch.bfloat16),
+        ((9, 0), "fp16", torch.float16),
+        ((7, 5), "off", None),
+    ],
+)
+def test_precision_per_gpu_generation(monkeypatch, capability, amp, expected):
+    # a T4 is sm_75: fp16 (+ grad scaler), never bf16; Ampere (sm_80) and newer: bf16
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert resolve_amp(amp, torch.device("cuda")) is expected
+
+
+def test_bf16_refused_on_a_t4(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    with pytest.raises(ValueError, match="needs an Ampere or newer GPU"):
+        resolve_amp("bf16", torch.device("cuda"))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vitcifar.checkpoint import CheckpointError, atomic_save, load_checkpoint
-from vitcifar.data import AugmentConfig, load_splits
+from vitcifar.data import AugmentConfig, DataError, load_splits
 from vitcifar.evaluate import evaluate, load_model
 from vitcifar.train import TrainConfig, TrainingDiverged, train
 
@@ -189,3 +189,17 @@ def test_gpu_aug_without_gpu_warns_and_falls_back(splits, tiny_cfg, tmp_path):
             tiny_cfg, splits, quick_cfg(epochs=1, gpu_aug=True), tmp_path / "run", progress=False
         )
     assert len(run.history) == 1 and (tmp_path / "run" / "last.pt").exists()
+
+
+def test_resume_on_other_data_is_refused(image_folder, tiny_cfg, tmp_path):
+    cfg = quick_cfg(epochs=2)
+    first = load_splits(str(image_folder), val_size=16, subset=96, progress=False)
+    train(tiny_cfg, first, cfg, tmp_path / "run", progress=False, stop_after=1)
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    other = load_splits(str(image_folder), val_size=16, subset=64, progress=False)
+    with pytest.raises(DataError, match=r"was trained on other data \(96 train / 16 val"):
+        train(tiny_cfg, other, cfg, tmp_path / "run", progress=False)
+    reseeded = load_splits(str(image_folder), val_size=16, subset=96, seed=1, progress=False)
+    with pytest.raises(DataError, match="same --data, --subset, --val-size and --seed"):
+        train(tiny_cfg, reseeded, cfg, tmp_path / "run", progress=False, resume=True)
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
