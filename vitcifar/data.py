@@ -445,6 +445,11 @@ class _TrainLoader:
     def set_epoch(self, epoch: int, *, mix: bool = True) -> None:
         self.epoch, self.mix = epoch, mix
 
+    @property
+    def epoch_seed(self) -> int:
+        """The seed of this epoch's shuffle (and, per batch, of its augmentation)."""
+        return self.seed * 100_003 + self.epoch
+
     def __len__(self) -> int:  # whole batches per epoch (the last partial batch is dropped)
         return len(self.data) // self.batch_size
 
@@ -473,7 +478,7 @@ class SampleLoader(_TrainLoader):
             drop_last=True,
             num_workers=self.num_workers,
             collate_fn=_Collate(self.mixer if self.mix else None, self.num_classes),
-            generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch),
+            generator=torch.Generator().manual_seed(self.epoch_seed),
         )
         yield from loader
 
@@ -530,13 +535,11 @@ class BatchLoader(_TrainLoader):
         """Batch ``b`` of this epoch: augmented uint8 images and int labels, on the data's device."""
         src = self.data.images.device
         idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-        g = torch.Generator(device=src).manual_seed(
-            ((self.seed * 100_003 + self.epoch) * 1_000_003 + b) % 2**63
-        )
+        g = torch.Generator(device=src).manual_seed((self.epoch_seed * 1_000_003 + b) % 2**63)
         return self.augment(self.data.images[idx], generator=g), self.data.labels[idx]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = self._order(torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        order = self._order(torch.Generator().manual_seed(self.epoch_seed))
         order = order.to(self.data.images.device)  # once per epoch: no host sync per batch
         mixer = self.mixer if self.mix else None
         pin = self.device.type == "cuda" and self.data.images.device.type == "cpu"

@@ -107,13 +107,11 @@ def evaluate(
     }
     if ckpt["history"]:
         figures["curves"] = plot_curves(ckpt["history"])
-    shown = [int(torch.nonzero(true == c)[0]) for c in labels if (true == c).any()][
-        :10
-    ]  # one per class
+    present = [c for c in labels if (true == c).any()]
+    shown = [int(torch.nonzero(true == c)[0]) for c in present[:10]]  # first image of each class
     heat = attention_map(model, normalize(test.images[shown].to(dev))).cpu()
-    figures["attention"] = plot_attention(
-        test.images[shown].cpu(), heat, [classes[int(true[i])] for i in shown]
-    )
+    names = [classes[int(true[i])] for i in shown]
+    figures["attention"] = plot_attention(test.images[shown].cpu(), heat, names)
     result = EvalReport(acc, loss, report, cm, classes, pred, figures)
     if save:
         out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent

@@ -284,7 +284,7 @@ def _make_loader(splits: Splits, cfg: TrainConfig, device: torch.device):
 
     - CUDA with ``gpu_aug`` (default): data resident on the GPU, batched augmentation there.
     - CUDA without it (or data too large for the GPU): batched augmentation in ``num_workers``
-      CPU threads, batches copied to the GPU (12-17k images/s on 2 threads, bench_input.py).
+      CPU threads, batches copied to the GPU (≈ 35k images/s on 2 threads, bench_input.py).
     - CPU: torchvision's per-sample transforms in ``num_workers`` processes (the reference path;
       the model, not the input, is the bottleneck there).
     """
