@@ -147,6 +147,22 @@ class RunFolder:
         self.best = self.path / "best.pt"
         self.metrics = self.path / "metrics.jsonl"
 
+    def check_writable(self) -> None:
+        """Raise ``RunFolderError`` when the folder could not be created or written; creates
+        nothing (a quick check before minutes of data loading)."""
+        p = self.path.absolute()
+        while not p.exists():
+            p = p.parent
+        if not p.is_dir():
+            raise RunFolderError(
+                f"cannot write the run folder {self.path}: {p} is a file, not a folder; "
+                "choose another --out"
+            )
+        if not os.access(p, os.W_OK):
+            raise RunFolderError(
+                f"cannot write the run folder {self.path}: {p} is not writable; choose another --out"
+            )
+
     def ensure_writable(self) -> None:
         """Create the folder and prove that a file can be written there, or raise ``RunFolderError``."""
         try:
@@ -172,12 +188,14 @@ class RunFolder:
                 "--out, or move those files away"
             )
 
-    def reconcile(self, last: dict[str, Any]) -> None:
-        """Bring best.pt and metrics.jsonl in line with ``last`` (the loaded last.pt) and remove
-        temporary files that a kill left behind."""
+    def reconcile(self, last: dict[str, Any] | None) -> None:
+        """Remove temporary files that a kill left behind, and bring best.pt and metrics.jsonl in
+        line with ``last`` (the loaded last.pt; None for a new run)."""
         for pattern in (".last.pt.*.tmp", ".best.pt.*.tmp", ".metrics.jsonl.*.tmp"):
             for tmp in self.path.glob(pattern):
                 tmp.unlink(missing_ok=True)
+        if last is None:
+            return
         if last.get("best_epoch") == last["epoch"] and self._epoch_of(self.best) != last["epoch"]:
             log.info(
                 "%s: best.pt is behind last.pt (interrupted epoch); copying last.pt", self.path

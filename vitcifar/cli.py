@@ -181,7 +181,7 @@ def _train(args: argparse.Namespace) -> int:
     model_cfg, cfg = config_for_preset(args.preset, **overrides)
     folder = RunFolder(args.out)  # checked before the data is loaded, which can take minutes
     folder.check_new_run()
-    folder.ensure_writable()
+    folder.check_writable()
     source = {"data": args.data, "val_size": args.val_size, "subset": args.subset, "seed": cfg.seed}
     last = Path(args.out) / "last.pt"
     if args.resume and last.exists():  # the run's own data split, whatever the command line says

@@ -596,8 +596,7 @@ def train(
             f"the model has num_classes={model_cfg.num_classes} but the data has {len(splits.classes)} classes"
         )
     folder.ensure_writable()
-    if state is not None:
-        folder.reconcile(state)
+    folder.reconcile(state)
 
     device = resolve_device(cfg.device)
     amp = resolve_amp(cfg.amp, device)
