@@ -90,6 +90,10 @@ def notebooks(tmp_path_factory) -> Path:
     )
     assert check.returncode == 0, check.stderr
     assert f'Repository = "{URL}"' in (root / "pyproject.toml").read_text()
+    readme = (root / "README.md").read_text()
+    for name in ("q1_vit", "q2_dino_sam"):
+        badge = f"https://colab.research.google.com/github/someone/vitcifar-textseg/blob/main/notebooks/{name}.ipynb"
+        assert badge in readme
     return root / "notebooks"
 
 

@@ -11,7 +11,14 @@ from vitcifar.checkpoint import CheckpointError, load_checkpoint
 from vitcifar.data import AugmentConfig, DataError, ImageSet, Splits, load_splits, load_test_set
 from vitcifar.evaluate import EvalReport, evaluate, load_model
 from vitcifar.model import PRESETS, ViT, ViTConfig, attention_map, vit_from_preset
-from vitcifar.train import TRAIN_PRESETS, TrainConfig, TrainingDiverged, config_for_preset, train
+from vitcifar.train import (
+    TRAIN_PRESETS,
+    TrainConfig,
+    TrainingDiverged,
+    TrainingOutOfMemory,
+    config_for_preset,
+    train,
+)
 
 __all__ = [
     "PRESETS",
@@ -24,6 +31,7 @@ __all__ = [
     "Splits",
     "TrainConfig",
     "TrainingDiverged",
+    "TrainingOutOfMemory",
     "ViT",
     "ViTConfig",
     "attention_map",

@@ -676,7 +676,9 @@ def train(
                 amp=amp,
                 tta_flip=cfg.tta_flip,
             )
-        except _OOM_ERRORS as err:
+        except Exception as err:
+            if not is_out_of_memory(err):  # also finds one wrapped by torch.compile
+                raise
             raise TrainingOutOfMemory(
                 out_of_memory_message(cfg, model_cfg, amp, phase=phase, epochs_done=epoch)
             ) from err
