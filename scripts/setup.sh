@@ -18,5 +18,5 @@ pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
 pip_install setuptools wheel
 "$PY" -c "import sam2" 2>/dev/null || SAM2_BUILD_CUDA=0 pip_install --no-build-isolation "sam2>=1.0"
 # 3. This project, editable, with the test tools.
-pip_install -e ".[dev]"
+pip_install -e ".[dev,export]"
 echo "setup done: $("$PY" -c 'import torch, transformers, sam2; print("torch", torch.__version__, "| transformers", transformers.__version__)')"
