@@ -137,6 +137,7 @@ def _export_onnx(wrapped: Preprocessed, sample: torch.Tensor, out: Path, opset: 
             return
         except ImportError as err:  # onnxscript missing: the legacy exporter may still work
             errors.append(f"torch.export-based exporter: {err}")
+            log.info("%s; using the TorchScript-based exporter", errors[-1])
         except Exception as err:  # noqa: BLE001 - any exporter failure: try the other one
             errors.append(f"torch.export-based exporter: {str(err).splitlines()[0][:300]}")
             log.warning("%s; falling back to the TorchScript-based exporter", errors[-1])
