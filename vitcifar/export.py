@@ -15,13 +15,14 @@ to run or test the file, onnxruntime).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import json
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -110,6 +111,22 @@ def _supported(fn, kwargs: dict[str, Any]) -> dict[str, Any]:
     if dropped:
         log.debug("this torch's %s has no %s; left out", fn.__name__, dropped)
     return {k: v for k, v in kwargs.items() if k in params}
+
+
+@contextlib.contextmanager
+def _quiet_exporter_logs() -> Iterator[None]:
+    """The exporter's INFO lines (one per rewrite rule) at WARNING, for this call only."""
+    loggers = [
+        logging.getLogger(n) for n in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export")
+    ]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def _export_onnx(wrapped: Preprocessed, sample: torch.Tensor, out: Path, opset: int | None) -> None:
@@ -214,7 +231,8 @@ def export_model(
     sample = sample.to(dtype)  # batch 2: a batch of 1 could be specialised by the tracer
     meta = _metadata(model, names, input_dtype if format == "onnx" else "uint8 or float", source)
     if format == "onnx":
-        _export_onnx(wrapped, sample, out, opset)
+        with _quiet_exporter_logs():
+            _export_onnx(wrapped, sample, out, opset)
         _stamp_onnx(out, meta)
     else:
         with torch.no_grad(), warnings.catch_warnings():

@@ -1,5 +1,6 @@
 """export: ONNX (run with onnxruntime) and TorchScript give PyTorch's logits, any batch size."""
 
+import logging
 import warnings
 
 import numpy as np
@@ -103,7 +104,7 @@ def test_bad_format_is_refused(model, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_exports_a_checkpoint(image_folder, tmp_path, capsys):
+def test_cli_exports_a_checkpoint(image_folder, tmp_path, capsys, caplog):
     needs_onnx_export()
     from vitcifar.data import load_splits
     from vitcifar.evaluate import load_model
@@ -117,7 +118,10 @@ def test_cli_exports_a_checkpoint(image_folder, tmp_path, capsys):
     model, _ = load_model(ckpt)  # the EMA weights, as predict and evaluate use
     x = splits.test.images[:6]
 
+    caplog.set_level(logging.INFO)  # as the CLI's own logging set-up
     assert main(["export", "--checkpoint", str(ckpt)]) == 0  # default: best.onnx beside it
+    chatter = [r for r in caplog.records if r.levelno < logging.WARNING and "onnx" in r.name]
+    assert not chatter, chatter[:3]  # the exporter's hundreds of INFO lines are kept quiet
     assert capsys.readouterr().out.startswith(f"wrote {tmp_path / 'run' / 'best.onnx'} (onnx, ")
     sess = onnx_session(tmp_path / "run" / "best.onnx")
     got = sess.run(None, {"images": x.numpy()})[0]
