@@ -181,7 +181,8 @@ def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """Files as given, and the image files inside folders (recursively, by extension, sorted).
 
     Raises ``DataError`` for a path that does not exist. A file given by name is kept whatever
-    its extension, so that an unreadable one is reported rather than silently ignored.
+    its extension, so that an unreadable one is reported rather than silently ignored. A file
+    reached twice (named, and inside a folder) is listed once, where first reached.
     """
     found: list[Path] = []
     for raw in paths:
@@ -201,7 +202,8 @@ def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
             found.append(p)
         else:
             raise DataError(f"{raw}: no such file or folder")
-    return found
+    seen: set[Path] = set()
+    return [p for p in found if not (p.resolve() in seen or seen.add(p.resolve()))]
 
 
 def _expand(images: Any) -> list[tuple[str, Any]]:
@@ -215,11 +217,16 @@ def _expand(images: Any) -> list[tuple[str, Any]]:
     if isinstance(images, (bytes, bytearray, Image.Image, np.ndarray, torch.Tensor)):
         return [(describe(images, 0), images)]
     out: list[tuple[str, Any]] = []
+    seen: set[Path] = set()  # a file named and also inside a named folder is predicted once
     for i, item in enumerate(images):
-        if isinstance(item, (str, os.PathLike)) and Path(item).is_dir():
-            out += [(str(p), p) for p in find_images([item])]
-        else:
+        if not isinstance(item, (str, os.PathLike)):
             out.append((describe(item, i), item))
+            continue
+        paths = find_images([item]) if Path(item).is_dir() else [Path(item)]
+        for p in paths:
+            if p.resolve() not in seen:
+                seen.add(p.resolve())
+                out.append((str(item) if p == Path(item) else str(p), p))
     return out
 
 

@@ -155,6 +155,8 @@ def test_find_images_walks_folders_and_keeps_named_files(tmp_path):
     named = tmp_path / "b" / "notes.txt"
     found = find_images([tmp_path / "b", tmp_path / "a.png", named])
     assert found == [tmp_path / "b/2.png", tmp_path / "b/sub/1.JPG", tmp_path / "a.png", named]
+    again = find_images([tmp_path / "a.png", tmp_path, tmp_path / "b" / "2.png"])
+    assert again == [tmp_path / "a.png", tmp_path / "b/2.png", tmp_path / "b/sub/1.JPG"]
     with pytest.raises(DataError, match="nope: no such file or folder"):
         find_images([tmp_path / "nope"])
 
@@ -215,6 +217,11 @@ def test_unreadable_images_raise_or_are_skipped(model, tmp_path):
         predict(model, tmp_path, device="cpu")
     preds = predict(model, tmp_path, skip_errors=True, device="cpu")
     assert preds.sources == [str(tmp_path / "good.png")]
+    named = [tmp_path / "good.png", tmp_path, tmp_path / "gone.png"]  # good.png reached twice
+    again = predict(model, named, skip_errors=True, device="cpu")
+    assert again.sources == [str(tmp_path / "good.png")]
+    assert [s for s, _ in again.skipped] == [str(tmp_path / "bad.png"), str(tmp_path / "gone.png")]
+    assert again.skipped[1][1].endswith("gone.png: no such file")
     assert [s for s, _ in preds.skipped] == [str(tmp_path / "bad.png")]
     assert "not an image that PIL can read" in preds.skipped[0][1]
 
