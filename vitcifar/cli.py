@@ -282,22 +282,19 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from vitcifar.evaluate import load_model
     from vitcifar.predict import find_images, predict
-    from vitcifar.train import resolve_device
 
     if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
         raise ValueError(f"--out {args.out}: use a .csv or .json file name")
-    model, ckpt = load_model(args.checkpoint, device=resolve_device(args.device))
     paths = find_images(args.images)
     if not paths:
         raise DataError(f"no image files found in {' '.join(args.images)}")
     preds = predict(
-        model,
+        args.checkpoint,
         paths,
         top_k=args.top_k,
-        tta=bool(ckpt["train_config"].get("tta_flip")) if args.tta is None else args.tta,
-        classes=ckpt.get("classes"),
+        tta=args.tta,
+        device=args.device,
         batch_size=args.batch_size,
         skip_errors=True,
     )
@@ -305,7 +302,7 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"skipped: {reason}", file=sys.stderr)
     if len(preds):
         print(preds.table())
-    if args.out and (len(preds) or preds.skipped):
+    if args.out:
         print(f"wrote {preds.save(args.out)}")
     if preds.skipped:
         print(

@@ -99,7 +99,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         return {k: json.loads(v) for k, v in props.items()}
     extra = {TORCHSCRIPT_METADATA: ""}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch >= 2.10 deprecates torch.jit
+        warnings.simplefilter("ignore", FutureWarning)  # recent torch deprecates torch.jit
         torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     return json.loads(extra[TORCHSCRIPT_METADATA])
 

@@ -106,13 +106,14 @@ def _open(source: str | os.PathLike | bytes, name: str) -> Image.Image:
             raise DataError(f"{name}: no such file")
         if path.is_dir():
             raise DataError(f"{name}: is a folder; pass the folder to find_images() or predict()")
-        opened: Any = path
-    else:
-        if not source:
-            raise DataError(f"{name}: the image is empty (0 bytes)")
-        opened = io.BytesIO(source)
+        try:
+            source = path.read_bytes()  # no open file handle is left behind (GIF, TIFF)
+        except OSError as err:
+            raise DataError(f"{name}: cannot be read ({err.strerror or err})") from err
+    if not source:
+        raise DataError(f"{name}: the image is empty (0 bytes)")
     try:
-        im = Image.open(opened)
+        im = Image.open(io.BytesIO(source))
         im.load()
         return im
     except UnidentifiedImageError as err:
@@ -171,9 +172,12 @@ def prepare_image(image: ImageInput, *, image_size: int, name: str | None = None
             f"{name}: expected a path, bytes, a PIL image, a numpy array or a torch tensor, "
             f"got {type(image).__name__}"
         )
-    im = _to_rgb(im, name)
-    if im.size != (image_size, image_size):  # as data._decode: bicubic, only when needed
-        im = im.resize((image_size, image_size), Image.BICUBIC)
+    try:
+        im = _to_rgb(im, name)
+        if im.size != (image_size, image_size):  # as data._decode: bicubic, only when needed
+            im = im.resize((image_size, image_size), Image.BICUBIC)
+    except (OSError, SyntaxError) as err:  # a PIL image opened lazily from a damaged file
+        raise DataError(f"{name}: corrupt or truncated image ({err})") from err
     return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
@@ -387,11 +391,10 @@ def predict(
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    dev = resolve_device(device)
     if isinstance(model_or_checkpoint, torch.nn.Module):
         model, stored_classes, stored_tta = model_or_checkpoint, None, False
     else:
-        model, ckpt = load_model(model_or_checkpoint, device=dev)
+        model, ckpt = load_model(model_or_checkpoint, device=resolve_device(device))
         stored_classes = ckpt.get("classes")
         stored_tta = bool(ckpt["train_config"].get("tta_flip", False))
     if not isinstance(model, ViT):

@@ -29,7 +29,7 @@ def needs_onnx_export():
 
 def jit_load(path):
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch >= 2.10 deprecates torch.jit
+        warnings.simplefilter("ignore", FutureWarning)  # recent torch deprecates torch.jit
         return torch.jit.load(str(path), map_location="cpu")
 
 

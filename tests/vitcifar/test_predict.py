@@ -146,6 +146,8 @@ def test_bad_files_name_the_file(tmp_path):
     for name in ("junk.jpg", "cut.png", "missing.png"):
         with pytest.raises(DataError, match=name):
             prepare_image(tmp_path / name, image_size=S)
+    with pytest.raises(DataError, match="cut.png: corrupt or truncated"):
+        prepare_image(Image.open(tmp_path / "cut.png"), image_size=S)  # opened lazily by the caller
 
 
 def test_find_images_walks_folders_and_keeps_named_files(tmp_path):
