@@ -43,7 +43,7 @@ _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 # ----------------------------------------------------------------------------- reading images
 
 
-def describe(source: object, index: int) -> str:
+def _describe(source: object, index: int) -> str:
     """A short name for an image in tables and messages: its path, or ``<kind index>``."""
     if isinstance(source, (str, os.PathLike)):
         return str(source)
@@ -150,7 +150,7 @@ def prepare_image(image: ImageInput, *, image_size: int, name: str | None = None
         tensors: uint8 (0-255), uint16 (0-65535), float on [0, 1], or other integers in [0, 255].
     Raises ``DataError`` with a one-line message naming the image.
     """
-    name = name or describe(image, 0)
+    name = name or _describe(image, 0)
     if isinstance(image, (str, os.PathLike, bytes, bytearray)):
         im = _open(bytes(image) if isinstance(image, bytearray) else image, name)
     elif isinstance(image, Image.Image):
@@ -219,12 +219,12 @@ def _expand(images: Any) -> list[tuple[str, Any]]:
             return [(f"<ndarray {i}>", a) for i, a in enumerate(images)]
         return [(f"<Tensor {i}>", t) for i, t in enumerate(images)]
     if isinstance(images, (bytes, bytearray, Image.Image, np.ndarray, torch.Tensor)):
-        return [(describe(images, 0), images)]
+        return [(_describe(images, 0), images)]
     out: list[tuple[str, Any]] = []
     seen: set[Path] = set()  # a file named and also inside a named folder is predicted once
     for i, item in enumerate(images):
         if not isinstance(item, (str, os.PathLike)):
-            out.append((describe(item, i), item))
+            out.append((_describe(item, i), item))
             continue
         paths = find_images([item]) if Path(item).is_dir() else [Path(item)]
         for p in paths:
