@@ -24,5 +24,5 @@ if ! "$PY" scripts/verify_sam2.py >/dev/null 2>&1; then
   "$PY" scripts/verify_sam2.py
 fi
 # 3. This project, editable, with the test tools.
-pip_install -e ".[dev]"
+pip_install -e ".[dev,export]"
 echo "setup done: $("$PY" -c 'import torch, transformers, sam2; print("torch", torch.__version__, "| transformers", transformers.__version__)')"

@@ -5,12 +5,16 @@ splits = load_splits("cifar10", subset=5000)
 model_cfg, cfg = config_for_preset("vit-fast", epochs=30)
 run = train(model_cfg, splits, cfg, "runs/demo")
 report = evaluate(run.out_dir / "best.pt", splits.test)
+preds = predict(run.out_dir / "best.pt", ["cat.jpg", "photos/"])   # your own images
+export_model(run.out_dir / "best.pt", "model.onnx")                 # needs the export extra
 """
 
 from vitcifar.checkpoint import CheckpointError, load_checkpoint
 from vitcifar.data import AugmentConfig, DataError, ImageSet, Splits, load_splits, load_test_set
 from vitcifar.evaluate import EvalReport, evaluate, load_model
+from vitcifar.export import export_model
 from vitcifar.model import PRESETS, ViT, ViTConfig, attention_map, vit_from_preset
+from vitcifar.predict import Predictions, predict
 from vitcifar.train import (
     TRAIN_PRESETS,
     TrainConfig,
@@ -28,6 +32,7 @@ __all__ = [
     "DataError",
     "EvalReport",
     "ImageSet",
+    "Predictions",
     "Splits",
     "TrainConfig",
     "TrainingDiverged",
@@ -37,10 +42,12 @@ __all__ = [
     "attention_map",
     "config_for_preset",
     "evaluate",
+    "export_model",
     "load_checkpoint",
     "load_model",
     "load_splits",
     "load_test_set",
+    "predict",
     "train",
     "vit_from_preset",
 ]

@@ -1,4 +1,4 @@
-"""Command line: ``python -m vitcifar train ...`` and ``python -m vitcifar evaluate ...``."""
+"""Command line: ``python -m vitcifar train|evaluate|predict|export ...``."""
 
 from __future__ import annotations
 
@@ -152,6 +152,71 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: %(default)s"
     )
+
+    pr = sub.add_parser(
+        "predict",
+        help="classify your own images (files or folders) with a checkpoint",
+        description="Classify images of any size and mode, prepared as the training data "
+        "(RGB, bicubic resize to the model's size, CIFAR-10 normalisation). Prints one line per "
+        "image; an unreadable image is skipped with one line on stderr. Exit status: 0 every "
+        "image predicted, 1 some images skipped, 2 usage errors (bad options, a missing "
+        "checkpoint or path, no images found).",
+    )
+    pr.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE_OR_FOLDER",
+        help="image files or folders (searched recursively)",
+    )
+    pr.add_argument("--checkpoint", required=True, help="RUN_DIR/best.pt or RUN_DIR/last.pt")
+    pr.add_argument(
+        "--top-k",
+        type=_positive(int),
+        default=3,
+        help="classes shown per image (default: %(default)s)",
+    )
+    tta = pr.add_mutually_exclusive_group()
+    tta.add_argument(
+        "--tta",
+        dest="tta",
+        action="store_true",
+        default=None,
+        help="average each image with its mirror image (default: as the checkpoint's evaluation)",
+    )
+    tta.add_argument("--no-tta", dest="tta", action="store_false", help="no test-time augmentation")
+    pr.add_argument("--out", help="also write the predictions to a .csv or .json file")
+    pr.add_argument(
+        "--batch-size",
+        type=_positive(int),
+        default=256,
+        help="images per forward pass (default: %(default)s)",
+    )
+    pr.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: %(default)s"
+    )
+
+    x = sub.add_parser(
+        "export",
+        help="export a checkpoint to ONNX or TorchScript (normalisation inside, dynamic batch)",
+        description="The exported model takes RGB images (batch, 3, S, S) on the 0-255 scale "
+        "(S = the model's image size; resize with a bicubic filter first) and returns logits "
+        "(batch, classes). Class names and the input contract are in the file's metadata.",
+    )
+    x.add_argument("--checkpoint", required=True, help="RUN_DIR/best.pt or RUN_DIR/last.pt")
+    x.add_argument(
+        "--format", default="onnx", choices=["onnx", "torchscript"], help="default: %(default)s"
+    )
+    x.add_argument(
+        "--out",
+        help="output file (default: beside the checkpoint, NAME.onnx or NAME.torchscript.pt)",
+    )
+    x.add_argument(
+        "--input-dtype",
+        default="uint8",
+        choices=["uint8", "float32"],
+        help="ONNX input type, both on 0-255 (default: %(default)s)",
+    )
+    x.add_argument("--opset", type=_positive(int), help="ONNX opset (default: the exporter's)")
     return p
 
 
@@ -227,6 +292,58 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from vitcifar.predict import find_images, predict
+
+    if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
+        raise ValueError(f"--out {args.out}: use a .csv or .json file name")
+    paths = find_images(args.images)
+    if not paths:
+        raise DataError(f"no image files found in {' '.join(args.images)}")
+    preds = predict(
+        args.checkpoint,
+        paths,
+        top_k=args.top_k,
+        tta=args.tta,
+        device=args.device,
+        batch_size=args.batch_size,
+        skip_errors=True,
+    )
+    for _, reason in preds.skipped:
+        print(f"skipped: {reason}", file=sys.stderr)
+    if len(preds):
+        print(preds.table())
+    if args.out:
+        print(f"wrote {preds.save(args.out)}")
+    if preds.skipped:
+        print(
+            f"vitcifar: {len(preds)} of {len(paths)} images predicted, {len(preds.skipped)} skipped",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from vitcifar.export import export_model
+
+    ckpt = Path(args.checkpoint)
+    suffix = ".onnx" if args.format == "onnx" else ".torchscript.pt"
+    out = Path(args.out) if args.out else ckpt.with_name(ckpt.stem + suffix)
+    if out.resolve() == ckpt.resolve():
+        raise ValueError(f"--out {out} would overwrite the checkpoint; choose another file name")
+    try:
+        export_model(ckpt, out, format=args.format, input_dtype=args.input_dtype, opset=args.opset)
+    except (ImportError, RuntimeError) as err:  # a missing extra, or the exporter failed
+        print(f"vitcifar: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
+    print(f"wrote {out} ({args.format}, {out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+_COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export}
+
+
 def main(argv: list[str] | None = None) -> int:
     from vitcifar.train import TrainingDiverged, TrainingOutOfMemory
 
@@ -236,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(message)s",
     )
     try:
-        return _train(args) if args.command == "train" else _evaluate(args)
+        return _COMMANDS[args.command](args)
     except (DataError, CheckpointError, ValueError, FileNotFoundError) as err:
         print(f"vitcifar: error: {err}", file=sys.stderr)
         return 2

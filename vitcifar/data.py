@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms import v2
 
 __all__ = [
@@ -156,9 +156,18 @@ def _list_class_folders(split_dir: Path) -> dict[str, list[Path]]:
 
 
 def to_rgb8(im: Image.Image) -> Image.Image:
-    """Any PIL image -> 8-bit RGB. 16-bit and 32-bit integer greyscale ("I;16", "I") is scaled
-    from 0..65535 and float greyscale ("F") from 0..1 (PIL's ``convert`` would clip them to 255,
-    turning a 16-bit photo almost white)."""
+    """Any PIL image -> upright 8-bit RGB; the one rule for training, evaluation and prediction.
+
+    - Turned upright by its EXIF orientation (phone photos).
+    - 16-bit and 32-bit integer greyscale ("I;16*", "I") is scaled from 0..65535, and float
+      greyscale ("F") from 0..1 (PIL's ``convert`` would clip them to 255, turning a 16-bit photo
+      almost white).
+    - Alpha is dropped; premultiplied "La" goes through "LA".
+    """
+    try:
+        im = ImageOps.exif_transpose(im)
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the image
+        log.debug("EXIF orientation unreadable; image used as stored")
     if im.mode.startswith("I;16") or im.mode in ("I", "F"):
         a = np.asarray(im, dtype=np.float64)
         if im.mode != "F":
@@ -166,6 +175,8 @@ def to_rgb8(im: Image.Image) -> Image.Image:
         elif a.max(initial=0.0) <= 1.0:
             a = a * 255.0
         im = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+    if im.mode == "La":  # premultiplied alpha, which PIL cannot convert to RGB directly
+        im = im.convert("LA")
     return im.convert("RGB")
 
 

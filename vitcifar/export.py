@@ -1,0 +1,245 @@
+"""Export a trained model to ONNX (to run anywhere) or TorchScript (for C++ / no Python code).
+
+export_model("runs/vit-fast/best.pt", "model.onnx", format="onnx")
+
+The exported graph takes RGB images (batch, 3, H, W) on the 0-255 scale, H = W = the model's
+``image_size``, and returns logits (batch, num_classes); the batch axis is dynamic. The CIFAR-10
+mean/std normalisation is inside the graph, so a caller only resizes (bicubic, as in training)
+and stacks pixels. ONNX input dtype: uint8 (default) or float32 (``input_dtype``); TorchScript
+takes either. The class names, input layout and normalisation constants are written into the
+file: ONNX ``metadata_props`` and a TorchScript extra file ``vitcifar.json``.
+
+ONNX needs the optional ``export`` extra (``pip install -e ".[export]"``: onnx, onnxscript and,
+to run or test the file, onnxruntime).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+import json
+import logging
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from vitcifar.data import CIFAR10_MEAN, CIFAR10_STD
+from vitcifar.model import ViT, check_choice
+
+__all__ = ["EXPORT_FORMAT", "ExportFormat", "Preprocessed", "export_model", "read_metadata"]
+
+log = logging.getLogger(__name__)
+
+ExportFormat = Literal["onnx", "torchscript"]
+InputDtype = Literal["uint8", "float32"]
+EXPORT_FORMAT = "vitcifar-export/1"
+TORCHSCRIPT_METADATA = "vitcifar.json"  # the extra file inside a TorchScript archive
+INSTALL_HINT = (
+    'install the export extra: pip install -e ".[export]" (onnx, onnxscript, onnxruntime)'
+)
+
+
+class Preprocessed(nn.Module):
+    """``model`` behind its input normalisation: (B, 3, H, W) pixels on 0-255 -> (B, K) logits.
+
+    The same arithmetic as ``data.normalize``: ``(x - 255 * mean) / (255 * std)`` in float32.
+    """
+
+    def __init__(
+        self,
+        model: ViT,
+        *,
+        mean: Sequence[float] = CIFAR10_MEAN,
+        std: Sequence[float] = CIFAR10_STD,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255.0)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model((images.float() - self.mean) / self.std)
+
+
+def _metadata(model: ViT, classes: list[str], input_dtype: str, source: str) -> dict[str, Any]:
+    s = model.config.image_size
+    return {
+        "format": EXPORT_FORMAT,
+        "classes": classes,
+        "input": f"images (batch, 3, {s}, {s}) RGB on the 0-255 scale ({input_dtype}); "
+        f"resize to {s}x{s} with a bicubic filter first, as in training",
+        "input_dtype": input_dtype,
+        "image_size": s,
+        "normalization": "inside the graph: (x / 255 - mean) / std",
+        "mean": list(CIFAR10_MEAN),
+        "std": list(CIFAR10_STD),
+        "output": "logits (batch, num_classes); softmax gives probabilities",
+        "model_config": model.config.to_dict(),
+        "source": source,
+    }
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata written by ``export_model``, from a ``.onnx`` or TorchScript file."""
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        try:
+            import onnx
+        except ImportError as err:
+            raise ImportError(f"reading ONNX metadata needs onnx; {INSTALL_HINT}") from err
+        props = {
+            p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props
+        }
+        return {k: json.loads(v) for k, v in props.items()}
+    extra = {TORCHSCRIPT_METADATA: ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # recent torch deprecates torch.jit
+        torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    return json.loads(extra[TORCHSCRIPT_METADATA])
+
+
+def _supported(fn, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments ``fn`` accepts in this torch version (dropped ones are logged)."""
+    params = inspect.signature(fn).parameters
+    dropped = sorted(set(kwargs) - set(params))
+    if dropped:
+        log.debug("this torch's %s has no %s; left out", fn.__name__, dropped)
+    return {k: v for k, v in kwargs.items() if k in params}
+
+
+@contextlib.contextmanager
+def _quiet_exporter_logs() -> Iterator[None]:
+    """The exporter's INFO lines (one per rewrite rule) at WARNING, for this call only."""
+    loggers = [
+        logging.getLogger(n) for n in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export")
+    ]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _export_onnx(wrapped: Preprocessed, sample: torch.Tensor, out: Path, opset: int | None) -> None:
+    """torch.export-based exporter (torch >= 2.5, needs onnxscript), else the TorchScript-based
+    one (deprecated from torch 2.9, still the tested path of torch 2.5-2.8)."""
+    common = dict(input_names=["images"], output_names=["logits"])
+    errors = []
+    if "dynamo" in inspect.signature(torch.onnx.export).parameters:
+        try:
+            from torch.export import Dim
+
+            kwargs = dict(
+                common,
+                dynamo=True,
+                dynamic_shapes={"images": {0: Dim("batch")}},
+                external_data=False,  # one self-contained file (the model is ~21 MB)
+                opset_version=opset,
+                verbose=False,
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the exporter's own progress chatter
+                torch.onnx.export(
+                    wrapped, (sample,), str(out), **_supported(torch.onnx.export, kwargs)
+                )
+            return
+        except ImportError as err:  # onnxscript missing: the legacy exporter may still work
+            errors.append(f"torch.export-based exporter: {err}")
+            log.info("%s; using the TorchScript-based exporter", errors[-1])
+        except Exception as err:  # noqa: BLE001 - any exporter failure: try the other one
+            errors.append(f"torch.export-based exporter: {str(err).splitlines()[0][:300]}")
+            log.warning("%s; falling back to the TorchScript-based exporter", errors[-1])
+    kwargs = dict(
+        common,
+        dynamo=False,
+        dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+        opset_version=opset or 17,
+        do_constant_folding=True,
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # deprecation and tracer warnings (shape checks)
+            torch.onnx.export(wrapped, (sample,), str(out), **_supported(torch.onnx.export, kwargs))
+    except ImportError as err:
+        raise ImportError(f"ONNX export needs onnx and onnxscript ({err}); {INSTALL_HINT}") from err
+    except Exception as err:
+        errors.append(f"TorchScript-based exporter: {str(err).splitlines()[0][:300]}")
+        raise RuntimeError("ONNX export failed: " + "; ".join(errors)) from err
+
+
+def _stamp_onnx(out: Path, metadata: dict[str, Any]) -> None:
+    try:
+        import onnx
+    except ImportError as err:
+        raise ImportError(f"writing ONNX metadata needs onnx; {INSTALL_HINT}") from err
+    proto = onnx.load(str(out))
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value)
+    onnx.save(proto, str(out))
+
+
+def export_model(
+    model_or_checkpoint: ViT | str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    format: ExportFormat = "onnx",
+    input_dtype: InputDtype = "uint8",
+    classes: Sequence[str] | None = None,
+    opset: int | None = None,
+) -> Path:
+    """Write ``model_or_checkpoint`` (a checkpoint path, its EMA weights if any, or a ``ViT``) to
+    ``out`` as ONNX or TorchScript, with normalisation inside and a dynamic batch axis.
+
+    input_dtype: the ONNX graph's input type, "uint8" or "float32" (both on 0-255).
+    classes: class names for the metadata; default the checkpoint's, or "0", "1", ....
+    opset: ONNX opset (default: the exporter's).
+    Raises ``ImportError`` with the install command when onnx/onnxscript are missing.
+    """
+    from vitcifar.evaluate import load_model
+
+    check_choice("format", format, ExportFormat)
+    check_choice("input_dtype", input_dtype, InputDtype)
+    if isinstance(model_or_checkpoint, nn.Module):
+        model, stored, source = model_or_checkpoint, None, "<ViT>"
+    else:
+        model, ckpt = load_model(model_or_checkpoint, device="cpu")
+        stored, source = ckpt.get("classes"), str(model_or_checkpoint)
+    if not isinstance(model, ViT):
+        raise TypeError(f"expected a vitcifar ViT or a checkpoint path, got {type(model).__name__}")
+    k = model.config.num_classes
+    names = list(classes or stored or [str(i) for i in range(k)])
+    if len(names) != k:
+        raise ValueError(f"{len(names)} class names given for a model with {k} classes")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    wrapped = Preprocessed(copy.deepcopy(model).cpu().float().eval()).eval()  # caller's untouched
+    s, c = model.config.image_size, model.config.in_channels
+    dtype = torch.uint8 if input_dtype == "uint8" else torch.float32
+    sample = torch.randint(0, 256, (2, c, s, s), generator=torch.Generator().manual_seed(0))
+    sample = sample.to(dtype)  # batch 2: a batch of 1 could be specialised by the tracer
+    meta = _metadata(model, names, input_dtype if format == "onnx" else "uint8 or float", source)
+    if format == "onnx":
+        with _quiet_exporter_logs():
+            _export_onnx(wrapped, sample, out, opset)
+        _stamp_onnx(out, meta)
+    else:
+        with torch.no_grad(), warnings.catch_warnings():
+            # The deprecation notice of recent torch and the tracer's note on the shape check in
+            # ViT._tokens (a constant for a fixed image size, which is the graph's contract).
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(wrapped, (sample,))
+            torch.jit.save(traced, str(out), _extra_files={TORCHSCRIPT_METADATA: json.dumps(meta)})
+    log.debug("wrote %s (%s, %.1f MB)", out, format, out.stat().st_size / 1e6)
+    return out
