@@ -141,7 +141,7 @@ def run_ours(name, model_cfg, cfg, splits, out: Path) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="/tmp/cifar10", help="ImageFolder CIFAR-10 (train/, test/)")
-    p.add_argument("--subset", type=int, default=8000, help="training images (class-balanced)")
+    p.add_argument("--subset", type=int, default=5000, help="training images (class-balanced)")
     p.add_argument("--val-size", type=int, default=2000, help="held-out validation images")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
