@@ -76,7 +76,7 @@ def _frame_files(folder: Path) -> list[Path]:
 
 
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
+    text = str(getattr(err, "strerror", None) or err).strip()  # FFmpeg's reason, no path
     return text.splitlines()[0] if text else type(err).__name__
 
 
