@@ -107,7 +107,9 @@ def _open(path: Path):  # -> (container, stream)
         ) from err
     if not container.streams.video:
         container.close()
-        raise VideoLoadError(f"{name}: holds no video stream (a zero-frame or audio-only file); {_HINT}")
+        raise VideoLoadError(
+            f"{name}: holds no video stream (a zero-frame or audio-only file); {_HINT}"
+        )
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
     return container, stream
