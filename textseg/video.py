@@ -50,18 +50,21 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FrameMask",
+    "KeyFrameObjects",
     "MaskPropagator",
     "Sam2VideoPropagator",
     "SavedVideo",
     "VideoFrames",
     "VideoObject",
     "VideoSegmentation",
+    "mask_box",
     "match_boxes",
     "read_video",
     "save_video",
     "segment_video",
     "track_objects",
     "video_from_json",
+    "video_predictor_from",
     "video_to_json",
 ]
 
@@ -382,6 +385,7 @@ class MaskPropagator(Protocol):
 
 @contextmanager
 def _swapped(module: Any, name: str, value: Any) -> Iterator[None]:
+    """Set module.name = value for the block (not thread-safe: one clip at a time per process)."""
     old = getattr(module, name)
     setattr(module, name, value)
     try:
@@ -508,8 +512,12 @@ class Sam2VideoPropagator:
 
 
 @dataclass
-class _Found:
-    """The finder's objects on one key frame: boxes (K, 4) XYXY original pixels."""
+class KeyFrameObjects:
+    """The finder's objects on one key frame, after duplicate removal.
+
+    boxes: (K, 4) float32 XYXY pixels of the original frame. scores: (K,) float32.
+    labels: K prompt phrases.
+    """
 
     boxes: np.ndarray
     scores: np.ndarray
@@ -567,7 +575,7 @@ def _frame_mask(mask: np.ndarray, logits: np.ndarray) -> FrameMask:
 def track_objects(
     *,
     num_frames: int,
-    find: Callable[[int], _Found],
+    find: Callable[[int], KeyFrameObjects],
     propagator: MaskPropagator,
     every: int,
     match_iou: float,
@@ -575,7 +583,7 @@ def track_objects(
 ) -> tuple[list[VideoObject], list[dict[int, FrameMask]], tuple[int, ...]]:
     """Detect on key frames, track in between, keep ids (the rules in the module docstring).
 
-    find(frame) -> the finder's objects on a key frame. propagator: seeded on each key
+    find(frame) -> KeyFrameObjects, the finder's objects on a key frame. propagator: seeded on each key
     frame, it yields mask logits per object id up to and including the next key frame.
     Returns (objects by id, per-frame {id: FrameMask}, the key frames).
     """
@@ -700,7 +708,7 @@ def segment_video(
     )
     height, width = frames.size
 
-    def find(index: int) -> _Found:
+    def find(index: int) -> KeyFrameObjects:
         work = frames.key_images[index]
         scale = np.array([width / work.width, height / work.height] * 2, dtype=np.float32)
         det = detector.detect(
@@ -711,7 +719,9 @@ def segment_video(
         if options.max_objects is not None:
             keep = keep[: int(options.max_objects)]
         labels = [parsed.phrases[int(i)] for i in det.phrase_ids[keep]]
-        return _Found(boxes=boxes[keep], scores=np.asarray(det.scores)[keep], labels=labels)
+        return KeyFrameObjects(
+            boxes=boxes[keep], scores=np.asarray(det.scores)[keep], labels=labels
+        )
 
     try:
         propagator.start(frames)

@@ -21,8 +21,8 @@ from textseg import TextSegmenter, VideoLoadError, VideoSegmentation
 from textseg.detector import Detections
 from textseg.testing import make_sample_video
 from textseg.video import (
+    KeyFrameObjects,
     Sam2VideoPropagator,
-    _Found,
     mask_box,
     match_boxes,
     read_video,
@@ -152,13 +152,13 @@ def _finder(frames, *, miss: dict[int, set[str]] | None = None):
     detector = ColourDetector()
     prompt = textseg.parse_prompt("red, blue")
 
-    def find(index: int) -> _Found:
+    def find(index: int) -> KeyFrameObjects:
         det = detector.detect(
             Image.fromarray(frames[index]), prompt, box_threshold=0, text_threshold=0
         )
         labels = [prompt.phrases[i] for i in det.phrase_ids]
         keep = [i for i, label in enumerate(labels) if label not in (miss or {}).get(index, ())]
-        return _Found(det.boxes[keep], det.scores[keep], [labels[i] for i in keep])
+        return KeyFrameObjects(det.boxes[keep], det.scores[keep], [labels[i] for i in keep])
 
     return find
 
