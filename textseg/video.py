@@ -583,8 +583,9 @@ def track_objects(
 ) -> tuple[list[VideoObject], list[dict[int, FrameMask]], tuple[int, ...]]:
     """Detect on key frames, track in between, keep ids (the rules in the module docstring).
 
-    find(frame) -> KeyFrameObjects, the finder's objects on a key frame. propagator: seeded on each key
-    frame, it yields mask logits per object id up to and including the next key frame.
+    find(frame) -> KeyFrameObjects: the finder's objects on a key frame.
+    propagator: seeded on each key frame, it yields mask logits per object id up to and
+    including the next key frame.
     Returns (objects by id, per-frame {id: FrameMask}, the key frames).
     """
     from tqdm.auto import tqdm
