@@ -693,11 +693,12 @@ def segment_video(
     )
     parsed = parse_prompt(prompt)
     detector.check_prompt(parsed)
-    propagator = Sam2VideoPropagator(segmenter)
     if not isinstance(video, (str, os.PathLike)):
         raise VideoLoadError(
-            f"video must be a path to a video file or a folder of frames, got {type(video).__name__}"
+            "video must be a path to a video file or a folder of frames, "
+            f"got {type(video).__name__}"
         )
+    propagator = Sam2VideoPropagator(segmenter)
     frames = read_video(
         video,
         image_size=propagator.image_size,
