@@ -819,7 +819,11 @@ def save_video(
         overlay=out / OVERLAY_VIDEO_NAME, preview=out / PREVIEW_NAME, json=out / JSON_NAME
     )
     tmp = out / f".{OVERLAY_VIDEO_NAME}.tmp"
-    written = write_mp4(drawn(), tmp, fps=vseg.fps)
+    try:
+        written = write_mp4(drawn(), tmp, fps=vseg.fps)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed write leaves the folder as it was
+        raise
     if written != vseg.num_frames:
         tmp.unlink(missing_ok=True)
         raise VideoLoadError(

@@ -260,6 +260,31 @@ def test_json_round_trip_is_exact_and_textseg_load_reads_it(decoded, tmp_path):
         video_from_json({"kind": "video", "image": {"height": 1}})
 
 
+def test_save_video_refuses_another_clip_and_leaves_the_folder_as_it_was(decoded, clip, tmp_path):
+    objects, frames, keys = track_objects(
+        num_frames=FRAMES,
+        find=_finder(decoded),
+        propagator=KnownPropagator(decoded),
+        every=3,
+        match_iou=0.5,
+    )
+    vseg = VideoSegmentation(
+        objects=objects, frames=frames, image_size=(H, W), fps=8.0, prompt="red. blue.",
+        phrases=("red", "blue"), every=3, detection_frames=keys, source=str(clip),
+    )  # fmt: skip
+    out = tmp_path / "out"
+    files = save_video(vseg, out)  # a complete result first
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(before) == {"overlay.mp4", "preview.gif", "segmentation.json"}
+    assert len(list(iter_frames(files.overlay))) == FRAMES
+    shorter = make_sample_video(tmp_path / "short.mp4", frames=5)
+    other_size = make_sample_video(tmp_path / "small.mp4", height=120, width=160)
+    for wrong, message in [(shorter, "holds 5 frames"), (other_size, "frames are 120x160")]:
+        with pytest.raises(VideoLoadError, match=message):
+            save_video(vseg, out, video=wrong)
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # untouched, no temp
+
+
 # --------------------------------------------------------------------------- bad input
 
 
