@@ -389,6 +389,32 @@ def test_sam2_propagator_takes_prompts_and_yields_masks_at_the_clip_size(
 
 
 @pytest.mark.slow
+def test_sam2_state_is_bounded_by_the_key_frame_stride(sam2_segmenter, clip, decoded):
+    """What lets a long clip fit a T4 (with the CPU offload checked above): SAM 2's stored
+    memory never spans more than one stretch between key frames."""
+    propagator = Sam2VideoPropagator(sam2_segmenter)
+    frames = read_video(clip, image_size=propagator.image_size, every=2)
+    propagator.start(frames)
+    stored: list[int] = []
+    propagate = propagator.propagate
+
+    def watched(start, last):
+        yield from propagate(start, last)
+        for per_obj in propagator.state["output_dict_per_obj"].values():
+            outs = {**per_obj["cond_frame_outputs"], **per_obj["non_cond_frame_outputs"]}
+            stored.append(len(outs))
+
+    propagator.propagate = watched
+    find = _finder(decoded)
+    objects, frames_out, keys = track_objects(
+        num_frames=FRAMES, find=find, propagator=propagator, every=2, match_iou=0.5
+    )
+    assert keys == (0, 2, 4, 6) and len(stored) >= len(keys)
+    assert max(stored) <= 3  # frames key..key+2 only, however long the clip
+    assert all(len(f) >= 1 for f in frames_out[:ENTERS])  # one result per frame and object
+
+
+@pytest.mark.slow
 def test_segment_video_end_to_end_writes_files_that_load_back(sam2_segmenter, clip, tmp_path):
     ts = TextSegmenter(ColourDetector(), sam2_segmenter)
     vseg = ts.segment_video(clip, "Red, blue.", every=4, progress=False)
