@@ -4,18 +4,27 @@
     ts = TextSegmenter.from_pretrained()          # grounding-dino-tiny + SAM 2.1 (hub)
     seg = ts.segment("photo.jpg", "skateboard, cap")
     overlay("photo.jpg", seg).show(); save(seg, "out/")
+    vseg = ts.segment_video("clip.mp4", "skateboard, cap", every=10)   # tracked, stable ids
+    save_video(vseg, "out/clip")                  # overlay.mp4, preview.gif, segmentation.json
 
 Importing textseg loads neither torch models nor sam2 and picks no device.
 """
 
 from textseg.draw import overlay
-from textseg.errors import ImageLoadError, ModelLoadError, PromptError, TextsegError
+from textseg.errors import (
+    ImageLoadError,
+    ModelLoadError,
+    PromptError,
+    TextsegError,
+    VideoLoadError,
+)
 from textseg.export import load, save
 from textseg.images import load_image
 from textseg.pipeline import BatchItem, SegmentOptions, TextSegmenter
 from textseg.prompt import parse_prompt
 from textseg.result import Segmentation
 from textseg.rle import decode_rle, encode_rle
+from textseg.video import VideoObject, VideoSegmentation, save_video
 
 __all__ = [
     "BatchItem",
@@ -26,6 +35,9 @@ __all__ = [
     "Segmentation",
     "TextSegmenter",
     "TextsegError",
+    "VideoLoadError",
+    "VideoObject",
+    "VideoSegmentation",
     "decode_rle",
     "encode_rle",
     "load",
@@ -33,6 +45,7 @@ __all__ = [
     "overlay",
     "parse_prompt",
     "save",
+    "save_video",
 ]
 
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""Command line: python -m textseg IMAGE_OR_FOLDER... --prompt "cat, remote" --out OUT."""
+"""Command line: python -m textseg IMAGE_OR_FOLDER_OR_VIDEO... --prompt "cat, remote" --out OUT."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from textseg.errors import ModelLoadError, PromptError
+from textseg.errors import ModelLoadError, PromptError, TextsegError
 
 __all__ = ["main"]
 
@@ -15,6 +15,10 @@ EPILOG = """\
 outputs: OUT/<image name>/overlay.png, mask_NN_<label>.png (one per object) and
 segmentation.json (prompt, image size, per object label, score, mask_score, XYXY box and
 COCO RLE mask).
+
+videos (.mp4 .mov .m4v .mkv .webm .avi ...): the finder runs on every --every-th frame and
+SAM 2 tracks the objects in between, each with one id. OUT/<video name>/overlay.mp4,
+preview.gif and segmentation.json (per frame and object id: score, box, COCO RLE mask).
 
 local models (offline): --detector takes a folder written by save_pretrained();
 --segmenter takes a folder with config.yaml + model.pt, or a checkpoint such as
@@ -52,6 +56,13 @@ def _count(text: str) -> int:
     return value
 
 
+def _positive(text: str) -> int:
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="textseg",
@@ -61,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="images or folders of images"
+        "inputs",
+        nargs="+",
+        metavar="IMAGE_OR_FOLDER_OR_VIDEO",
+        help="images, folders of images, or video files",
     )
     p.add_argument(
         "--prompt", required=True, help='phrases separated by commas, e.g. "skateboard, cap"'
@@ -90,6 +104,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--multimask", action="store_true", help="SAM 2 proposes 3 masks per box; keep the best"
+    )
+    p.add_argument(
+        "--every",
+        type=_positive,
+        default=10,
+        metavar="N",
+        help="videos: run the finder on every N-th frame, track in between (default 10)",
+    )
+    p.add_argument(
+        "--max-frames",
+        type=_positive,
+        default=None,
+        metavar="M",
+        help="videos: segment only the first M frames",
+    )
+    p.add_argument(
+        "--match-iou",
+        type=_unit,
+        default=0.5,
+        help="videos: a detection overlapping no tracked object by this IoU is a new object "
+        "(default 0.5)",
     )
     p.add_argument(
         "--detector",
@@ -138,8 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     from textseg.device import resolve_runtime
     from textseg.images import list_images
     from textseg.prompt import parse_prompt
+    from textseg.video_io import is_video_file
 
     images: list[Path] = []
+    videos: list[Path] = []
     for raw in args.inputs:
         path = Path(raw)
         if path.is_dir():
@@ -148,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"{raw}: the folder holds no .jpg/.png/.webp/... images")
             images += found
         elif path.exists():
-            images.append(path)
+            (videos if is_video_file(path) else images).append(path)
         else:
             parser.error(f"{raw}: no such file or folder")
     try:
@@ -198,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         multimask=args.multimask,
     )
     skipped = 0
+    used: set[str] = set()
     try:
         for item in segmenter.iter_many(images, args.prompt, out_dir=args.out, **options):
             if item.segmentation is None:
@@ -205,10 +243,44 @@ def main(argv: list[str] | None = None) -> int:
                 reason = " ".join(str(item.error).split())
                 print(f"{item.source}: skipped: {reason}", file=sys.stderr)
             else:
+                used.add(item.out_dir.name)
                 print(f"{item.source}: {item.segmentation.summary()} -> {item.out_dir}")
+        for video in videos:
+            skipped += not _segment_video(segmenter, video, args, used)
     except PromptError as err:
         parser.error(str(err))
-    done = len(images) - skipped
+    total = len(images) + len(videos)
     if skipped:
-        print(f"textseg: {done} of {len(images)} images done, {skipped} skipped", file=sys.stderr)
+        print(
+            f"textseg: {total - skipped} of {total} inputs done, {skipped} skipped", file=sys.stderr
+        )
     return 1 if skipped else 0
+
+
+def _segment_video(segmenter, video: Path, args: argparse.Namespace, used: set[str]) -> bool:
+    """Segment one video and save it to OUT/<video name>/; False (and a line on stderr)
+    when the video cannot be read."""
+    from textseg.pipeline import _unique_dir
+    from textseg.video import save_video
+
+    try:
+        vseg = segmenter.segment_video(
+            video,
+            args.prompt,
+            every=args.every,
+            max_frames=args.max_frames,
+            box_threshold=args.box_threshold,
+            text_threshold=args.text_threshold,
+            nms_iou=args.nms_iou,
+            max_objects=args.max_objects,
+            match_iou=args.match_iou,
+        )
+        out_dir = _unique_dir(args.out, video.stem or "video", used)
+        save_video(vseg, out_dir, video=video)
+    except PromptError:
+        raise
+    except TextsegError as err:
+        print(f"{video}: skipped: {' '.join(str(err).split())}", file=sys.stderr)
+        return False
+    print(f"{video}: {vseg.summary()} -> {out_dir}")
+    return True

@@ -9,6 +9,8 @@ import numpy as np
 from textseg.images import ImageInput, load_image
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from PIL import Image, ImageFont
 
     from textseg.result import Segmentation
@@ -43,10 +45,19 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def overlay(image: ImageInput, segmentation: Segmentation, *, alpha: float = 0.45) -> Image.Image:
+def overlay(
+    image: ImageInput,
+    segmentation: Segmentation,
+    *,
+    alpha: float = 0.45,
+    ids: Sequence[int] | None = None,
+) -> Image.Image:
     """The image with each object's mask tinted in its own colour, its box outlined and a
     "label 0.87" tag (the detector's score) on a solid background, so that it reads on dark
-    and light images alike. Returns an RGB image of the original size."""
+    and light images alike. Returns an RGB image of the original size.
+
+    ids: one id per object (e.g. a video's object ids): object i is coloured by ids[i] and
+    tagged "#id label 0.87", so an object keeps its colour from frame to frame."""
     from PIL import Image, ImageDraw
 
     rgb = load_image(image)
@@ -56,9 +67,12 @@ def overlay(image: ImageInput, segmentation: Segmentation, *, alpha: float = 0.4
             f"the image is {rgb.height}x{rgb.width} (H x W) but the segmentation was made for "
             f"{h}x{w}; pass the image that was segmented"
         )
+    if ids is not None and len(ids) != len(segmentation):
+        raise ValueError(f"ids has {len(ids)} entries for {len(segmentation)} objects")
+    colors = [color_for(i if ids is None else int(ids[i])) for i in range(len(segmentation))]
     pixels = np.asarray(rgb, dtype=np.float32).copy()
     for i, mask in enumerate(segmentation.masks):
-        color = np.asarray(color_for(i), dtype=np.float32)
+        color = np.asarray(colors[i], dtype=np.float32)
         pixels[mask] = pixels[mask] * (1.0 - alpha) + color * alpha
     out = Image.fromarray(pixels.round().clip(0, 255).astype(np.uint8), mode="RGB")
 
@@ -68,10 +82,10 @@ def overlay(image: ImageInput, segmentation: Segmentation, *, alpha: float = 0.4
     for i, (box, label, score) in enumerate(
         zip(segmentation.boxes, segmentation.labels, segmentation.scores)
     ):
-        color = color_for(i)
+        color = colors[i]
         x0, y0, x1, y1 = (float(v) for v in box)
         draw.rectangle([x0, y0, max(x0, x1), max(y0, y1)], outline=color, width=line)
-        tag = f"{label} {score:.2f}"
+        tag = f"{label} {score:.2f}" if ids is None else f"#{int(ids[i])} {label} {score:.2f}"
         left, top, right, bottom = draw.textbbox((0, 0), tag, font=font)
         tw, th = right - left, bottom - top
         pad = max(1, line)

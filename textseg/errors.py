@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ImageLoadError", "ModelLoadError", "PromptError", "TextsegError"]
+__all__ = ["ImageLoadError", "ModelLoadError", "PromptError", "TextsegError", "VideoLoadError"]
 
 
 class TextsegError(Exception):
@@ -19,3 +19,7 @@ class PromptError(TextsegError, ValueError):
 
 class ModelLoadError(TextsegError, RuntimeError):
     """A detector or segmenter could not be built (offline, wrong id, package missing)."""
+
+
+class VideoLoadError(TextsegError, ValueError):
+    """A video could not be read (missing, corrupt, unsupported, no frames, frames too large)."""

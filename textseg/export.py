@@ -30,6 +30,7 @@ from textseg.rle import decode_rle, encode_rle
 
 if TYPE_CHECKING:
     from textseg.images import ImageInput
+    from textseg.video import VideoSegmentation
 
 __all__ = ["SavedFiles", "load", "save", "to_json"]
 
@@ -102,14 +103,19 @@ def save(
     return files
 
 
-def load(path: str | os.PathLike) -> Segmentation:
+def load(path: str | os.PathLike) -> Segmentation | VideoSegmentation:
     """Read a segmentation.json (or the folder holding one) back into a Segmentation,
-    masks decoded from their RLE. The image itself is not stored, so `.image` is None."""
+    masks decoded from their RLE. The image itself is not stored, so `.image` is None.
+    A video's segmentation.json (textseg.save_video) comes back as a VideoSegmentation."""
     p = Path(path)
     if p.is_dir():
         p = p / JSON_NAME
     try:
         data = json.loads(p.read_text())
+        if isinstance(data, dict) and data.get("kind") == "video":
+            from textseg.video import video_from_json
+
+            return video_from_json(data)
         h, w = int(data["image"]["height"]), int(data["image"]["width"])
         objects = data["objects"]
     except (OSError, ValueError, KeyError, TypeError) as err:

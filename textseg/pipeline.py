@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from textseg.detector import Detections
     from textseg.device import Precision
+    from textseg.video import VideoSegmentation
 
 __all__ = ["BatchItem", "Detector", "SegmentOptions", "Segmenter", "TextSegmenter"]
 
@@ -177,6 +178,52 @@ class TextSegmenter:
         rgb = load_image(image)
         source = describe(image) if isinstance(image, (str, os.PathLike)) else None
         return self._segment_rgb(rgb, parsed, options, source=source)
+
+    def segment_video(
+        self,
+        video: str | os.PathLike,
+        prompt: str,
+        *,
+        every: int = 10,
+        max_frames: int | None = None,
+        box_threshold: float = 0.35,
+        text_threshold: float = 0.25,
+        nms_iou: float = 0.5,
+        max_objects: int | None = None,
+        match_iou: float = 0.5,
+        fps: float | None = None,
+        progress: bool = True,
+    ) -> VideoSegmentation:
+        """Find the prompt's objects in a clip and track each through it with one id.
+
+        video: a video file (MP4, MOV, MKV, WebM, AVI...) or a folder of frames.
+        every: the finder runs on frames 0, every, 2*every, ...; a detection overlapping no
+            tracked object (IoU < match_iou) there becomes a new object with a new id.
+        max_frames: segment only the first M frames. fps: frame rate of a folder of frames.
+        box_threshold, text_threshold, nms_iou, max_objects: as in `segment`, per key frame.
+        progress: tqdm bars for decoding and tracking.
+        SAM 2's video predictor (sharing this segmenter's weights) tracks between key
+        frames, with frames and state on the CPU. Returns a textseg.video.VideoSegmentation;
+        save it with textseg.save_video. See textseg/video.py for the rules.
+        """
+        from textseg.video import segment_video
+
+        return segment_video(
+            self.detector,
+            self.segmenter,
+            video,
+            prompt,
+            every=every,
+            max_frames=max_frames,
+            box_threshold=box_threshold,
+            text_threshold=text_threshold,
+            nms_iou=nms_iou,
+            max_objects=max_objects,
+            match_iou=match_iou,
+            max_side=self.max_side,
+            fps=fps,
+            progress=progress,
+        )
 
     def _segment_rgb(
         self,

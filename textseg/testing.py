@@ -9,6 +9,7 @@ meaningless; shapes, types, coordinates and files are not.
     make_sam2(folder, size="test")             # SAM 2.1 tiny shrunk by Hydra overrides
     make_sam2(folder, size="tiny")             # sam2.1_hiera_t as released (~39M)
     make_sample_image(path)                    # a photo-like picture to segment
+    make_sample_video(path)                    # a short clip: a red ball moves, a blue box enters
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["make_grounding_dino", "make_sam2", "make_sample_image", "write_vocab"]
+__all__ = [
+    "make_grounding_dino",
+    "make_sam2",
+    "make_sample_image",
+    "make_sample_video",
+    "write_vocab",
+]
 
 DinoSize = Literal["test", "tiny"]
 Sam2Size = Literal["test", "tiny"]
@@ -205,4 +212,57 @@ def make_sample_image(
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     img.save(out)
+    return out
+
+
+def make_sample_video(
+    path: str | os.PathLike,
+    *,
+    frames: int = 8,
+    height: int = 240,
+    width: int = 320,
+    fps: float = 8.0,
+    seed: int = 0,
+) -> Path:
+    """Write a short clip: a red ball crosses the frame left to right, and a blue box
+    enters at frame `frames // 2` (halfway) on the right and drifts left.
+
+    path: an .mp4 file (H.264, written with PyAV) or, without a suffix, a folder of PNG
+    frames 00000.png, 00001.png, ... Pure red (220, 30, 30) and pure blue (30, 60, 220) on a
+    grey-green background, so the objects can be found by colour. Returns `path`.
+    """
+    from PIL import Image, ImageDraw
+
+    from textseg.video_io import write_mp4
+
+    if frames < 1:
+        raise ValueError(f"frames must be at least 1, got {frames}")
+    rng = np.random.default_rng(seed)
+    y = np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
+    background = np.broadcast_to(
+        np.array([150, 165, 150], np.float32) * (1 - y) + np.array([95, 115, 85], np.float32) * y,
+        (height, width, 3),
+    )
+    radius, side = round(height * 0.12), round(height * 0.22)
+    images = []
+    for t in range(frames):
+        noise = rng.normal(0, 3, background.shape).astype(np.float32)
+        img = Image.fromarray((background + noise).clip(0, 255).astype(np.uint8), mode="RGB")
+        draw = ImageDraw.Draw(img)
+        progress = t / max(1, frames - 1)
+        cx, cy = round(width * (0.15 + 0.45 * progress)), round(height * 0.62)
+        draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=(220, 30, 30))
+        if t >= frames // 2:
+            x0 = round(width * 0.9) - side - round(width * 0.02) * (t - frames // 2)
+            y0 = round(height * 0.18)
+            draw.rectangle([x0, y0, x0 + side, y0 + side], fill=(30, 60, 220))
+        images.append(img)
+    out = Path(path)
+    if out.suffix:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_mp4(images, out, fps=fps)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        for t, img in enumerate(images):
+            img.save(out / f"{t:05d}.png")
     return out

@@ -15,7 +15,7 @@ REPO = Path(textseg.__file__).resolve().parents[1]
 def test_import_loads_no_heavy_or_optional_dependency():
     code = (
         "import sys, logging, textseg, textseg.cli, textseg.ui, textseg.pipeline, textseg.detector, "
-        "textseg.segmenter, textseg.testing, textseg.device\n"
+        "textseg.segmenter, textseg.testing, textseg.device, textseg.video, textseg.video_io\n"
         "heavy = [m for m in ('torch', 'transformers', 'sam2', 'hydra', 'ipywidgets', 'PIL') if m in sys.modules]\n"
         "print(heavy, logging.getLogger().handlers)"
     )

@@ -37,6 +37,9 @@ def test_notebook_is_committed_without_outputs():
         "BOX_THRESHOLD",
         "TEXT_THRESHOLD",
         "IMAGE",
+        "VIDEO",
+        "VIDEO_PROMPT",
+        "EVERY",
     ):
         assert f"{name} =" in params
     setup = "\n".join(c.source for c in nb.cells[: _parameters_index(nb)] if c.cell_type == "code")
@@ -63,6 +66,7 @@ def test_notebook_runs_headless_with_tiny_local_models(
             "MAX_OBJECTS = 3",
             f"IMAGE = {str(sample_image)!r}",
             f"OUT_DIR = {str(out_dir)!r}",
+            "SAMPLE_FRAMES = 6",
         ]
     )
     # papermill's convention: the injected cell goes right after the tagged one
@@ -86,3 +90,13 @@ def test_notebook_runs_headless_with_tiny_local_models(
     folder = out_dir / sample_image.stem
     assert (folder / "overlay.png").is_file() and (folder / "segmentation.json").is_file()
     assert len(list(folder.glob("mask_*.png"))) == 3
+    # the video section: a generated 6-frame clip tracked, its files written and shown
+    assert "sample_clip.mp4: " in text and "over 6 frames" in text
+    clip_dir = out_dir / "sample_clip"
+    assert {p.name for p in clip_dir.iterdir()} == {
+        "overlay.mp4",
+        "preview.gif",
+        "segmentation.json",
+    }
+    assert textseg.load(clip_dir).num_frames == 6
+    assert any("image/gif" in o.get("data", {}) for o in outputs), "the preview was not shown"
