@@ -14,7 +14,8 @@ __all__ = ["main"]
 EPILOG = """\
 outputs: OUT/<image name>/overlay.png, mask_NN_<label>.png (one per object) and
 segmentation.json (prompt, image size, per object label, score, mask_score, XYXY box and
-COCO RLE mask).
+COCO RLE mask). Running again replaces an image's own results; a folder holding another
+image's results is never written over (OUT/<name>_2 is used, and a note says so).
 
 local models (offline): --detector takes a folder written by save_pretrained();
 --segmenter takes a folder with config.yaml + model.pt, or a checkpoint such as
@@ -138,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     from textseg.device import resolve_runtime
     from textseg.images import list_images
     from textseg.prompt import parse_prompt
+    from textseg.segmenter import sam2_config_name
 
     images: list[Path] = []
     for raw in args.inputs:
@@ -161,14 +163,18 @@ def main(argv: list[str] | None = None) -> int:
         "--segmenter-config": args.segmenter_config,
     }
     for flag, value in paths.items():
+        if flag == "--segmenter-config" and value and sam2_config_name(value):
+            continue  # a config of the sam2 package, e.g. configs/sam2.1/sam2.1_hiera_t.yaml
         if value and looks_like_path(value) and not Path(value).expanduser().exists():
             parser.error(f"{flag} {value}: no such file or folder")
     try:
         resolve_runtime(args.device, precision=args.precision)
     except ValueError as err:
         parser.error(str(err))
-    if args.out.exists() and not args.out.is_dir():
-        parser.error(f"--out {args.out}: exists and is not a folder")
+    blocker = next((p for p in [args.out, *args.out.parents] if p.is_file()), None)
+    if blocker is not None:
+        what = "exists and is not a folder" if blocker == args.out else f"{blocker} is a file"
+        parser.error(f"--out {args.out}: {what}")
 
     if not args.verbose:
         try:
@@ -200,12 +206,14 @@ def main(argv: list[str] | None = None) -> int:
     skipped = 0
     try:
         for item in segmenter.iter_many(images, args.prompt, out_dir=args.out, **options):
-            if item.segmentation is None:
+            if item.error is not None:
                 skipped += 1
                 reason = " ".join(str(item.error).split())
                 print(f"{item.source}: skipped: {reason}", file=sys.stderr)
             else:
                 print(f"{item.source}: {item.segmentation.summary()} -> {item.out_dir}")
+                if item.note:
+                    print(f"{item.source}: note: {item.note}", file=sys.stderr)
     except PromptError as err:
         parser.error(str(err))
     done = len(images) - skipped

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ImageLoadError", "ModelLoadError", "PromptError", "TextsegError"]
+__all__ = ["ImageLoadError", "ModelLoadError", "OutputError", "PromptError", "TextsegError"]
 
 
 class TextsegError(Exception):
@@ -19,3 +19,7 @@ class PromptError(TextsegError, ValueError):
 
 class ModelLoadError(TextsegError, RuntimeError):
     """A detector or segmenter could not be built (offline, wrong id, package missing)."""
+
+
+class OutputError(TextsegError, OSError):
+    """Results could not be written (a file in the way, no permission, another image's results)."""
