@@ -52,6 +52,7 @@ __all__ = [
     "image_event",
     "launch",
     "run",
+    "run_soon",
     "upload_changed",
     "upload_limit",
 ]
@@ -59,7 +60,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ACCEPT = ".jpg,.jpeg,.png,.webp"
-DISPLAY_SIZE = (640, 480)  # (W, H) the picture is shown at most at; fits a 1280×800 page
+DISPLAY_SIZE = (640, 440)  # (W, H) the picture is shown at most at; fits a 1280×800 screen
 DEFAULT_BACKEND = "groundingdino+sam2"
 BACKENDS = (("GroundingDINO + SAM 2", DEFAULT_BACKEND), ("SAM 3", "sam3"))
 # Jupyter servers (Tornado) drop websocket messages over 10 MiB; 10 MB leaves room for the
@@ -71,15 +72,16 @@ COLAB_UPLOAD_LIMIT = 900_000
 TOO_LARGE_MARKER = b"textseg: file over the upload limit, not sent"
 MODES = (("+ point", "positive"), ("\u2212 point", "negative"), ("box", "box"))
 DRAG_PIXELS = 5  # a press and release further apart than this (display pixels) is a drag
+SETTLE_SECONDS = 0.3  # Enter / Run wait this long for the prompt's last keystrokes
 
 SegmenterSource = Union["TextSegmenter", Callable[..., "TextSegmenter"], None]
 
 _HELP = (
     "<b>Box score</b>: how sure the detector must be that a box holds one of your phrases "
     "(lower finds more, and more wrong things). <b>Word score</b>: how clearly the box must "
-    "match the words of its phrase. Click the picture to add points (+ inside, \u2212 outside "
-    "the object) or two corners of a box."
+    "match the words of its phrase."
 )
+_CLICK_HELP = "Click the picture: + on the object, \u2212 off it, or two corners of a box."
 _CSS = """<style>
 .textseg-table table{border-collapse:collapse;font-size:13px}
 .textseg-table th,.textseg-table td{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left}
@@ -155,6 +157,7 @@ class SegmentApp:
     press: tuple[float, float] | None = None
     dragged: bool = False
     last: Segmentation | None = None
+    timer: Any = None  # a pending run_soon
 
     @property
     def segmenter(self) -> TextSegmenter | None:
@@ -410,6 +413,29 @@ def run(app: SegmentApp) -> None:
         app.run_button.disabled = app.clear_button.disabled = False
 
 
+def run_soon(app: SegmentApp, *, delay: float = SETTLE_SECONDS) -> None:
+    """Run once the prompt has settled: `delay` seconds after the last Enter, Run or
+    change of the prompt while a run waits. The browser holds back the prompt's latest
+    keystrokes while the kernel is busy, but sends Enter and clicks at once, so a run
+    started at once can see "c" of a fast-typed "cat". Without an event loop (plain
+    Python, tests) it runs at once."""
+    import asyncio
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        run(app)
+        return
+    if app.timer is not None:
+        app.timer.cancel()
+
+    def fire() -> None:
+        app.timer = None
+        run(app)
+
+    app.timer = loop.call_later(delay, fire)
+
+
 def clear(app: SegmentApp) -> None:
     """Callback of Clear: remove the clicked points and boxes and the result; the picture
     and the prompt stay."""
@@ -537,7 +563,7 @@ def build_app(
     clear_button = w.Button(description="Clear", icon="eraser", tooltip="remove clicks and result")
     clear_button.add_class("textseg-clear")
     mode = w.ToggleButtons(
-        options=MODES, value="positive", description="Click adds",
+        options=MODES, value="positive", tooltip="what a click on the picture adds",
         tooltips=["a point on the object", "a point not on the object", "two corners of a box (or drag)"],
         style={"button_width": "70px"},
     )  # fmt: skip
@@ -560,7 +586,7 @@ def build_app(
             w.HBox([upload, prompt, button, clear_button]),
             w.HBox([box, text]),
             help_text,
-            w.HBox([mode, backend]),
+            w.HBox([w.Label("Click adds"), mode, backend, w.HTML(f"<small>{_CLICK_HELP}</small>")]),
             status,
             w.HBox(
                 [image, w.VBox([table, download], layout=w.Layout(margin="0 0 0 12px"))],
@@ -579,15 +605,16 @@ def build_app(
         app.segmenters[DEFAULT_BACKEND] = segmenter  # type: ignore[assignment]
         backend.disabled = True  # the caller chose the models
     upload.observe(lambda _change: upload_changed(app), names="value")
-    button.on_click(lambda _button: run(app))
+    button.on_click(lambda _button: run_soon(app))
     clear_button.on_click(lambda _button: clear(app))
     events.on_dom_event(lambda event: image_event(app, event))
 
     def submitted(_widget: Any, content: dict, _buffers: Any) -> None:
         if content.get("event") == "submit":  # Enter in the prompt (Text sends "submit")
-            run(app)
+            run_soon(app)
 
     prompt.on_msg(submitted)
+    prompt.observe(lambda _change: app.timer is not None and run_soon(app), names="value")
     _message(app, "upload an image (jpg, png or webp), type what to find, press Enter or Run")
     return app
 

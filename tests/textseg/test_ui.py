@@ -149,6 +149,30 @@ def test_enter_in_the_prompt_runs(sample_image):
     assert app.last is not None and "1 object" in app.status.value
 
 
+def test_enter_waits_for_the_last_keystrokes_of_the_prompt(sample_image):
+    """In the browser, Enter overtakes the prompt's held-back keystrokes: the run waits for
+    the prompt to settle, and runs once with its final value."""
+    import asyncio
+
+    fake = FakeSegmenter()
+    app = build_app(fake)
+    app.upload.value = _upload("a.png", _png(sample_image))
+
+    async def typing_fast_then_enter():
+        app.prompt.value = "c"
+        _message(app.prompt, {"event": "submit"})  # arrives before "ca", "cat"
+        await asyncio.sleep(0.05)
+        app.prompt.value = "ca"
+        await asyncio.sleep(0.05)
+        app.prompt.value = "cat"
+        assert fake.calls == []
+        await asyncio.sleep(0.5)
+
+    asyncio.run(typing_fast_then_enter())
+    assert [c["prompt"] for c in fake.calls] == ["cat"]
+    assert app.timer is None
+
+
 def test_large_pictures_are_shown_small_and_downloaded_full_size(sample_image):
     big = Image.open(sample_image).resize((3000, 2000))
     app = build_app(FakeSegmenter())
@@ -261,7 +285,7 @@ def test_text_match_is_a_table_column_when_present(sample_image):
 def test_clicks_become_points_and_boxes_in_picture_pixels(sample_image):
     fake = FakeSegmenter()
     app = build_app(fake)
-    big = Image.open(sample_image).resize((1280, 960))  # shown at 640×480: scale 0.5
+    big = Image.open(sample_image).resize((1280, 880))  # shown at 640×440: scale 0.5
     app.upload.value = _upload("a.png", _png(big))
     before = np.asarray(_shown(app)).astype(int)
     _click(app, 100, 50)  # + point
