@@ -5,9 +5,9 @@ Run or Enter, see the masks and a table with a colour key, download masks + JSON
     launch()                        # models load (once) on the first Run
     launch(my_text_segmenter)       # or pass a TextSegmenter, or a function that builds one
 
-Clicks on the picture come from ipyevents (a DOM-event widget of the Jupyter widgets
-project that works in JupyterLab, Notebook, Voila and, with Colab's custom widget manager,
-on Colab): it reports each click in the picture's own pixels, so no plotting canvas is
+Clicks on the picture come from ipyevents (a small DOM-event widget library with prebuilt
+extensions for JupyterLab, Notebook and Voila, and that runs on Colab with its custom widget
+manager): it reports each click in the picture's own pixels, so no plotting canvas is
 needed. The callbacks are plain functions of a `SegmentApp` (`run`, `upload_changed`,
 `clear`, `image_event`), so tests drive them without a browser, or through the widgets'
 messages. Errors show as a message in the widget, never a traceback.
