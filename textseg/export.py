@@ -185,6 +185,7 @@ def save(
     *,
     image: ImageInput | None = None,
     overwrite: bool = False,
+    overlay_format: str = "png",
 ) -> SavedFiles:
     """Write overlay.png, one mask PNG per object and segmentation.json into `out_dir`
     (created if needed). `image` defaults to the image kept in the segmentation.
@@ -195,6 +196,8 @@ def save(
     OutputError unless overwrite=True. Order of writes: masks, overlay, then the JSON
     (atomically), then stale masks are removed; a kill at any point leaves a folder that
     the next save finishes cleaning.
+    overlay_format: "png" (overlay.png, lossless) or "jpeg" (overlay.jpg, far smaller for
+    large photos; the UI's download uses it).
     Raises OutputError (one line, naming the folder) when the folder cannot be written.
     """
     from PIL import Image
@@ -220,13 +223,20 @@ def save(
                 f"{out} holds the results of {other}, not of {segmentation.source}; "
                 "pass overwrite=True to replace them, or save to another folder"
             )
-    files = SavedFiles(overlay=out / OVERLAY_NAME, json=out / JSON_NAME)
+    if overlay_format not in ("png", "jpeg"):
+        raise ValueError(f"overlay_format must be 'png' or 'jpeg', got {overlay_format!r}")
+    name = OVERLAY_NAME if overlay_format == "png" else "overlay.jpg"
+    files = SavedFiles(overlay=out / name, json=out / JSON_NAME)
     try:
         for i, label in enumerate(segmentation.labels):
             path = out / mask_name(i, label)
             Image.fromarray(segmentation.masks[i].astype(np.uint8) * 255, mode="L").save(path)
             files.masks.append(path)
-        overlay(source, segmentation).save(files.overlay)
+        picture = overlay(source, segmentation)
+        if overlay_format == "jpeg":
+            picture.save(files.overlay, format="JPEG", quality=90)
+        else:
+            picture.save(files.overlay)
         _write_atomic(files.json, json.dumps(to_json(segmentation), indent=1, ensure_ascii=False))
         keep = {p.name for p in files.masks}
         for stale in out.glob("mask_*.png"):

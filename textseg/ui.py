@@ -285,7 +285,7 @@ def _zip_bytes(seg: Segmentation) -> bytes:
 
     buffer = io.BytesIO()
     with tempfile.TemporaryDirectory() as tmp:
-        files = save(seg, tmp)
+        files = save(seg, tmp, overlay_format="jpeg")  # a 12 MP overlay.png is tens of MB
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
             for path in [files.json, files.overlay, *files.masks]:
                 zf.write(path, arcname=Path(path).name)
@@ -293,7 +293,8 @@ def _zip_bytes(seg: Segmentation) -> bytes:
 
 
 def _download_html(seg: Segmentation, stem: str) -> str:
-    """A link to a zip of the full-size overlay, masks and JSON; '' when nothing was found."""
+    """A link to a zip of the full-size masks, JSON and overlay (JPEG); '' when nothing
+    was found."""
     if len(seg) == 0:
         return ""
     data = _zip_bytes(seg)

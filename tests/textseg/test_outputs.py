@@ -57,6 +57,13 @@ def test_save_replaces_its_own_previous_masks(tmp_path):
     assert not list((tmp_path / "a").glob(".*tmp"))  # the atomic JSON write left nothing
 
 
+def test_save_can_write_the_overlay_as_jpeg(tmp_path):
+    files = save(_seg(1), tmp_path, overlay_format="jpeg")
+    assert files.overlay == tmp_path / "overlay.jpg" and Image.open(files.overlay).format == "JPEG"
+    with pytest.raises(ValueError, match="overlay_format"):
+        save(_seg(1), tmp_path, overlay_format="gif")
+
+
 def test_save_refuses_another_images_results_unless_told(tmp_path):
     save(_seg(2, source="a.png"), tmp_path / "x")
     with pytest.raises(OutputError, match=r"holds the results of a\.png.*overwrite=True"):

@@ -135,7 +135,7 @@ def test_upload_then_run_shows_overlay_table_with_colour_key_and_download(app, s
     with _zip(app) as zf:
         names = zf.namelist()
         data = json.loads(zf.read("segmentation.json"))
-    assert "overlay.png" in names and sum(n.startswith("mask_") for n in names) == len(seg)
+    assert "overlay.jpg" in names and sum(n.startswith("mask_") for n in names) == len(seg)
     assert data["source"] == "street.png" and len(data["objects"]) == len(seg)
 
 
@@ -183,7 +183,7 @@ def test_large_pictures_are_shown_small_and_downloaded_full_size(sample_image):
     assert _shown(app).size == (640, 427) and len(bytes(app.image.value)) < 200_000
     with _zip(app) as zf:
         mask = Image.open(io.BytesIO(zf.read("mask_00_cat.png")))
-        overlay = Image.open(io.BytesIO(zf.read("overlay.png")))
+        overlay = Image.open(io.BytesIO(zf.read("overlay.jpg")))
     assert mask.size == (3000, 2000) and overlay.size == (3000, 2000)
 
 
