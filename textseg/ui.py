@@ -591,7 +591,7 @@ def build_app(
             status,
             w.HBox(
                 [image, w.VBox([table, download], layout=w.Layout(margin="0 0 0 12px"))],
-                layout=w.Layout(align_items="flex-start"),
+                layout=w.Layout(align_items="flex-start", flex_flow="row wrap"),
             ),
         ]
     )
