@@ -62,12 +62,13 @@ def main() -> int:
 
     from vitcifar import config_for_preset, evaluate, load_splits, train
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sys.stdout = Tee(Path(args.log or out / "time_to_accuracy.log"), sys.stdout)
     sys.stderr = Tee(Path(args.log or out / "time_to_accuracy.log"), sys.stderr)
+    # After the tee: a handler made earlier would keep writing to the old stderr (no epoch lines
+    # in the log file).
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
     cuda = args.device == "cuda"
     if cuda and not torch.cuda.is_available():
         print(

@@ -1,20 +1,44 @@
-"""Checkpoint files: atomic writes and safe, validated reads.
+"""Checkpoint files: atomic writes, safe validated reads, and a run folder's consistent file set.
 
 A checkpoint is a plain dict of tensors and Python primitives (see ``train._checkpoint``), read
 with ``torch.load(weights_only=True)``: arbitrary pickled objects are refused, never executed.
+
+A run folder holds one consistent set of files, written in this order after every epoch:
+
+    1. last.pt        the commit point: weights, optimizer, history, best epoch
+    2. best.pt        a byte copy of last.pt, when this epoch is the best so far
+    3. metrics.jsonl  last.pt's history, one JSON line per epoch
+
+Each write is atomic (temporary file, fsync, ``os.replace``). A kill between any two writes
+leaves last.pt either at the new epoch or at the previous one, and ``RunFolder.reconcile`` derives
+the other two files from it on the next start: best.pt from last.pt when last.pt's epoch is its
+best, metrics.jsonl from last.pt's history. Temporary files left by a kill are removed.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import pickle
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
-__all__ = ["CheckpointError", "atomic_save", "load_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "RunFolder",
+    "RunFolderError",
+    "atomic_save",
+    "atomic_write",
+    "load_checkpoint",
+]
+
+log = logging.getLogger(__name__)
 
 FORMAT = "vitcifar-checkpoint/1"
 REQUIRED_KEYS = ("model", "model_config", "train_config", "epoch", "history")
@@ -24,22 +48,38 @@ class CheckpointError(ValueError):
     """A checkpoint file that is missing, truncated, foreign or from another model shape."""
 
 
-def atomic_save(obj: dict[str, Any], path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then ``os.replace``.
+class RunFolderError(ValueError):
+    """A run folder that cannot be used: not writable, or holding files of a run without last.pt."""
 
-    A crash at any point leaves either the old file or the new one, never a partial file.
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty)."""
+    lines = str(err).strip().splitlines()
+    return lines[0][:200] if lines else type(err).__name__
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync, then ``os.replace``.
+
+    A crash at any point leaves either the old file or the new one, never a partial file; a
+    temporary file left by a kill is removed by ``RunFolder.reconcile``.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_save(obj: dict[str, Any], path: str | os.PathLike) -> None:
+    """``torch.save`` ``obj`` to ``path`` atomically (see ``atomic_write``)."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(
@@ -55,16 +95,21 @@ def load_checkpoint(
         raise CheckpointError(
             f"checkpoint {path} is a folder; point to RUN_DIR/best.pt or RUN_DIR/last.pt inside it"
         )
+    if path.stat().st_size == 0:
+        raise CheckpointError(
+            f"{path} is empty (0 bytes): it was never written completely; "
+            "use RUN_DIR/best.pt or last.pt from a finished epoch"
+        )
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"{path} is not a vitcifar checkpoint: it holds Python objects that are not allowed "
-            f"to be loaded safely ({str(err).splitlines()[0][:200]})"
+            f"to be loaded safely ({_first_line(err)})"
         ) from err
     except Exception as err:  # noqa: BLE001 - truncated files fail in many ways inside torch.load
         raise CheckpointError(
-            f"{path} is truncated or not a torch checkpoint ({str(err).splitlines()[0][:200]}); "
+            f"{path} is truncated or not a torch checkpoint ({_first_line(err)}); "
             "use RUN_DIR/best.pt or last.pt from a finished epoch"
         ) from err
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
@@ -88,3 +133,110 @@ def load_state_into(
         raise CheckpointError(
             f"{path} holds weights of another model shape than its stored config: {' '.join(lines)[:400]}"
         ) from err
+
+
+class RunFolder:
+    """The files of one training run and the rule that keeps them consistent (module docstring)."""
+
+    # Files that only a run writes; with any of them but no last.pt, the folder is someone else's.
+    RUN_FILES = ("best.pt", "metrics.jsonl", "metrics.json")
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.last = self.path / "last.pt"
+        self.best = self.path / "best.pt"
+        self.metrics = self.path / "metrics.jsonl"
+
+    def check_writable(self) -> None:
+        """Raise ``RunFolderError`` when the folder could not be created or written; creates
+        nothing (a quick check before minutes of data loading)."""
+        p = self.path.absolute()
+        while not p.exists():
+            p = p.parent
+        if not p.is_dir():
+            raise RunFolderError(
+                f"cannot write the run folder {self.path}: {p} is a file, not a folder; "
+                "choose another --out"
+            )
+        if not os.access(p, os.W_OK):
+            raise RunFolderError(
+                f"cannot write the run folder {self.path}: {p} is not writable; choose another --out"
+            )
+
+    def ensure_writable(self) -> None:
+        """Create the folder and prove that a file can be written there, or raise ``RunFolderError``."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=self.path)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            raise RunFolderError(
+                f"cannot write the run folder {self.path} ({err.strerror or _first_line(err)}); "
+                "choose another --out"
+            ) from err
+
+    def check_new_run(self) -> None:
+        """Refuse a folder without last.pt that holds another run's files (never overwrite them)."""
+        if self.last.exists():
+            return
+        found = [name for name in self.RUN_FILES if (self.path / name).exists()]
+        if found:
+            raise RunFolderError(
+                f"{self.path} holds {', '.join(found)} but no last.pt: it is another run's folder "
+                "(or last.pt was deleted), and starting here would overwrite it. Choose another "
+                "--out, or move those files away"
+            )
+
+    def reconcile(self, last: dict[str, Any] | None) -> None:
+        """Remove temporary files that a kill left behind, and bring best.pt and metrics.jsonl in
+        line with ``last`` (the loaded last.pt; None for a new run)."""
+        for pattern in (".last.pt.*.tmp", ".best.pt.*.tmp", ".metrics.jsonl.*.tmp"):
+            for tmp in self.path.glob(pattern):
+                tmp.unlink(missing_ok=True)
+        if last is None:
+            return
+        if last.get("best_epoch") == last["epoch"] and self._epoch_of(self.best) != last["epoch"]:
+            log.info(
+                "%s: best.pt is behind last.pt (interrupted epoch); copying last.pt", self.path
+            )
+            self._copy_last_to_best()
+        elif last.get("best_epoch", -1) > 0 and not self.best.exists():
+            log.warning(
+                "%s: best.pt (epoch %s) is missing; it comes back at the next best epoch",
+                self.path,
+                last["best_epoch"],
+            )
+        if not self.metrics.exists() or self.metrics.read_text() != metrics_text(last["history"]):
+            self._write_metrics(last["history"])
+
+    def commit(self, ckpt: dict[str, Any], *, is_best: bool) -> None:
+        """Write one epoch's files in the order that ``reconcile`` can finish from."""
+        atomic_save(ckpt, self.last)
+        if is_best:
+            self._copy_last_to_best()
+        self._write_metrics(ckpt["history"])
+
+    def _copy_last_to_best(self) -> None:
+        def copy(f: IO[bytes]) -> None:
+            with self.last.open("rb") as src:
+                shutil.copyfileobj(src, f)
+
+        atomic_write(self.best, copy)
+
+    def _write_metrics(self, history: list[dict[str, Any]]) -> None:
+        atomic_write(self.metrics, lambda f: f.write(metrics_text(history).encode()))
+
+    @staticmethod
+    def _epoch_of(path: Path) -> int | None:
+        if not path.exists():
+            return None
+        try:
+            return load_checkpoint(path)["epoch"]
+        except CheckpointError:
+            return None
+
+
+def metrics_text(history: list[dict[str, Any]]) -> str:
+    """metrics.jsonl's content: one JSON object per epoch."""
+    return "".join(json.dumps(row) + "\n" for row in history)

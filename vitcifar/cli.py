@@ -96,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "off", "fp16", "bf16"],
         help="mixed precision (default auto: bf16 on Ampere+, fp16 on T4, off on CPU)",
     )
+    t.add_argument(
+        "--loader",
+        choices=["auto", "sample", "batch"],
+        help="training input: sample = torchvision per image in worker processes (the original "
+        "notebook's); batch = batched augmentation on the GPU or in CPU threads, the faster input "
+        "path for CPU users with a big model too (default auto: batch on CUDA, sample on the CPU)",
+    )
     gpu = t.add_mutually_exclusive_group()
     gpu.add_argument(
         "--gpu-aug",
@@ -149,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from vitcifar.checkpoint import load_checkpoint
+    from vitcifar.checkpoint import RunFolder, load_checkpoint
     from vitcifar.data import load_splits
     from vitcifar.evaluate import evaluate
     from vitcifar.model import ViTConfig
@@ -164,6 +171,7 @@ def _train(args: argparse.Namespace) -> int:
             "device": args.device,
             "amp": args.amp,
             "gpu_aug": args.gpu_aug,
+            "loader": args.loader,
             "compile": args.compile or None,
             "num_workers": args.num_workers,
             "seed": args.seed,
@@ -171,6 +179,9 @@ def _train(args: argparse.Namespace) -> int:
         if v is not None
     }
     model_cfg, cfg = config_for_preset(args.preset, **overrides)
+    folder = RunFolder(args.out)  # checked before the data is loaded, which can take minutes
+    folder.check_new_run()
+    folder.check_writable()
     source = {"data": args.data, "val_size": args.val_size, "subset": args.subset, "seed": cfg.seed}
     last = Path(args.out) / "last.pt"
     if args.resume and last.exists():  # the run's own data split, whatever the command line says
@@ -217,7 +228,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vitcifar.train import TrainingDiverged
+    from vitcifar.train import TrainingDiverged, TrainingOutOfMemory
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -229,6 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, CheckpointError, ValueError, FileNotFoundError) as err:
         print(f"vitcifar: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # e.g. a full disk or a folder that vanished while writing
+        print(f"vitcifar: error: {err.strerror or err} ({err.filename or ''})", file=sys.stderr)
+        return 2
+    except TrainingOutOfMemory as err:
+        print(f"vitcifar: out of memory: {err}", file=sys.stderr)
+        return 1
     except TrainingDiverged as err:
         print(f"vitcifar: training stopped: {err}", file=sys.stderr)
         return 1

@@ -13,6 +13,7 @@ training loaders sit on top of it:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -154,13 +155,36 @@ def _list_class_folders(split_dir: Path) -> dict[str, list[Path]]:
     return files
 
 
+def to_rgb8(im: Image.Image) -> Image.Image:
+    """Any PIL image -> 8-bit RGB. 16-bit and 32-bit integer greyscale ("I;16", "I") is scaled
+    from 0..65535 and float greyscale ("F") from 0..1 (PIL's ``convert`` would clip them to 255,
+    turning a 16-bit photo almost white)."""
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        if im.mode != "F":
+            a = a * (255.0 / 65535.0)
+        elif a.max(initial=0.0) <= 1.0:
+            a = a * 255.0
+        im = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+    return im.convert("RGB")
+
+
 def _decode(path: Path, size: int) -> np.ndarray:
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
+            if im.width * im.height > Image.MAX_IMAGE_PIXELS:  # PIL only warns up to 2x this
+                raise Image.DecompressionBombError(
+                    f"{im.width}x{im.height} pixels, over the limit of {Image.MAX_IMAGE_PIXELS}"
+                )
+            im = to_rgb8(im)
             if im.size != (size, size):
                 im = im.resize((size, size), Image.BICUBIC)
             return np.asarray(im, dtype=np.uint8)
+    except Image.DecompressionBombError as err:
+        raise DataError(
+            f"image {path} is too large to decode safely (a decompression bomb: {err}); "
+            "remove or replace this file"
+        ) from err
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
         raise DataError(f"cannot read image {path}: {err}; remove or replace this file") from err
 
@@ -356,12 +380,22 @@ def load_splits(
 # ----------------------------------------------------------------------------- augmentation
 
 
+@functools.lru_cache(maxsize=32)
+def _norm_constants(
+    device: torch.device, mean: tuple[float, ...], std: tuple[float, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) * 255 as (1, C, 1, 1) tensors on ``device``, made once per device: building
+    them per batch would be a blocking host-to-GPU copy on every batch."""
+    m = (torch.tensor(mean).view(1, -1, 1, 1) * 255.0).to(device)
+    s = (torch.tensor(std).view(1, -1, 1, 1) * 255.0).to(device)
+    return m, s
+
+
 def normalize(
     images: torch.Tensor, mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD
 ) -> torch.Tensor:
     """uint8 (B, C, H, W) -> float32 normalised with per-channel ``mean``/``std`` (on [0, 1] scale)."""
-    m = torch.tensor(mean, device=images.device).view(1, -1, 1, 1) * 255.0
-    s = torch.tensor(std, device=images.device).view(1, -1, 1, 1) * 255.0
+    m, s = _norm_constants(images.device, tuple(map(float, mean)), tuple(map(float, std)))
     return (images.float() - m) / s
 
 

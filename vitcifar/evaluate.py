@@ -22,7 +22,7 @@ from vitcifar.model import ViT, ViTConfig, attention_map
 from vitcifar.plots import plot_attention, plot_confusion, plot_curves, plot_misclassified
 from vitcifar.train import TrainConfig, evaluate_model, resolve_amp, resolve_device
 
-__all__ = ["EvalReport", "evaluate", "load_model"]
+__all__ = ["EvalReport", "evaluate", "load_model", "run_history"]
 
 
 @dataclass
@@ -62,6 +62,19 @@ def load_model(
         model, ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"], checkpoint
     )
     return model.to(device).eval(), ckpt
+
+
+def run_history(checkpoint: str | os.PathLike, ckpt: dict[str, Any]) -> list[dict[str, Any]]:
+    """The whole run's history. best.pt stores the history up to its own epoch; the run folder's
+    metrics.jsonl (kept in line with last.pt) has every epoch, and is used when it continues
+    ``ckpt``'s history (the same run)."""
+    own = list(ckpt["history"])
+    metrics = Path(checkpoint).parent / "metrics.jsonl"
+    try:
+        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return own
+    return rows if len(rows) >= len(own) and rows[: len(own)] == own else own
 
 
 def evaluate(
@@ -105,8 +118,9 @@ def evaluate(
             test.images.cpu(), true, pred, classes, n=n_misclassified
         ),
     }
-    if ckpt["history"]:
-        figures["curves"] = plot_curves(ckpt["history"])
+    history = run_history(checkpoint, ckpt)
+    if history:
+        figures["curves"] = plot_curves(history, best_epoch=ckpt.get("best_epoch"))
     present = [c for c in labels if (true == c).any()]
     shown = [int(torch.nonzero(true == c)[0]) for c in present[:10]]  # first image of each class
     heat = attention_map(model, normalize(test.images[shown].to(dev))).cpu()

@@ -1,18 +1,15 @@
 """Training: AdamW + one-cycle schedule + soft-target cross-entropy, with exact resume.
 
 The pieces are pure functions (``one_cycle_lr``, ``param_groups``, ``soft_cross_entropy``,
-``resolve_device``, ``resolve_amp``); ``train`` wires them together with checkpoints in a run
-folder:
-
-    RUN_DIR/last.pt        after every epoch (atomic: temporary file, then os.replace)
-    RUN_DIR/best.pt        on a new best validation accuracy
-    RUN_DIR/metrics.jsonl  one JSON line per epoch (rewritten from the checkpoint's history)
+``resolve_device``, ``resolve_amp``, ``divergence_advice``, ``load_optimizer_state``); ``train``
+wires them together with checkpoints in a run folder (``checkpoint.RunFolder``: last.pt after
+every epoch, best.pt on a new best validation accuracy, metrics.jsonl; a kill at any instant
+leaves a folder that the same call finishes from).
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import os
@@ -28,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitcifar.checkpoint import FORMAT, atomic_save, load_checkpoint, load_state_into
+from vitcifar.checkpoint import FORMAT, CheckpointError, RunFolder, load_checkpoint, load_state_into
 from vitcifar.data import AugmentConfig, BatchLoader, DataError, SampleLoader, Splits, eval_batches
 from vitcifar.model import PRESETS, ViT, ViTConfig, check_choice
 
@@ -36,7 +33,10 @@ __all__ = [
     "TRAIN_PRESETS",
     "TrainConfig",
     "TrainingDiverged",
+    "TrainingOutOfMemory",
+    "divergence_advice",
     "evaluate_model",
+    "load_optimizer_state",
     "one_cycle_lr",
     "param_groups",
     "resolve_amp",
@@ -49,6 +49,12 @@ log = logging.getLogger(__name__)
 
 Device = Literal["auto", "cpu", "cuda"]
 Amp = Literal["auto", "off", "fp16", "bf16"]
+Loader = Literal["auto", "sample", "batch"]
+
+# Settings of the machine, not of the recipe: a resume may change them (CPU -> T4 across Colab
+# sessions, more workers), and training continues with the same model and schedule.
+RUNTIME_FIELDS = ("device", "amp", "gpu_aug", "loader", "num_workers", "compile", "eval_batch_size")
+_OOM_ERRORS = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),)
 
 
 @dataclass(frozen=True)
@@ -68,17 +74,24 @@ class TrainConfig:
     final_div_factor: float = 1e4  # final lr = start lr / final_div_factor (OneCycleLR's default)
     label_smoothing: float = 0.0  # applied to the (mixed) soft targets
     grad_clip: float | None = None  # max gradient norm; None = no clipping
-    ema_decay: float | None = (
-        None  # exponential moving average of the weights, per step; None = off
-    )
-    mix_off_epochs: int = 0  # last epochs trained without Mixup/CutMix
+    # Exponential moving average of the weights, per step; None = off. The decay warms up as
+    # min(ema_decay, (1 + t) / (10 + t)) at step t (TensorFlow's num_updates rule, timm's EMA
+    # warm-up), so a short run's average is not dominated by its random initial weights.
+    ema_decay: float | None = None
+    mix_off_frac: float = 0.0  # last fraction of the epochs trained without Mixup/CutMix
     repeats: int = 1  # repeated augmentation factor (batch path only)
     tta_flip: bool = False  # evaluate on the image and its mirror, average the logits
     seed: int = 0
     device: Device = "auto"  # auto: CUDA when present, else CPU
     amp: Amp = "auto"  # auto: bf16 on Ampere+, fp16 (+ grad scaler) on older GPUs (T4), off on CPU
-    gpu_aug: bool | None = None  # batched augmentation with the data on the GPU; None: on when CUDA
-    num_workers: int = 2  # DataLoader workers for the per-sample (CPU) path
+    # Training input: "sample" = torchvision per sample in DataLoader workers (the original
+    # notebook's path); "batch" = vitcifar.gpu_aug.BatchAugment on whole batches (on the GPU, or in
+    # num_workers CPU threads); "auto" = batch on CUDA, sample on the CPU.
+    loader: Loader = "auto"
+    gpu_aug: bool | None = None  # batch loader: keep the data on the GPU; None: on when CUDA
+    num_workers: int = (
+        2  # DataLoader processes (sample) or augmentation threads (batch on CPU data)
+    )
     compile: bool = False  # torch.compile the model (falls back to eager with a warning)
     eval_batch_size: int = 1024
     augment: AugmentConfig = AugmentConfig()
@@ -86,6 +99,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_choice("device", self.device, Device)
         check_choice("amp", self.amp, Amp)
+        check_choice("loader", self.loader, Loader)
+        if self.gpu_aug and self.loader == "sample":
+            raise ValueError("gpu_aug needs the batch loader; use loader='batch' or 'auto'")
+        if not 0.0 <= self.mix_off_frac <= 1.0:
+            raise ValueError(f"mix_off_frac must be in [0, 1], got {self.mix_off_frac}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1 or self.eval_batch_size < 1:
@@ -100,19 +118,17 @@ class TrainConfig:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}")
-        if (
-            self.weight_decay < 0
-            or self.mix_off_epochs < 0
-            or self.repeats < 1
-            or self.num_workers < 0
-        ):
-            raise ValueError(
-                "weight_decay, mix_off_epochs, num_workers must be >= 0 and repeats >= 1"
-            )
+        if self.weight_decay < 0 or self.repeats < 1 or self.num_workers < 0:
+            raise ValueError("weight_decay, num_workers must be >= 0 and repeats >= 1")
 
     @property
     def peak_lr(self) -> float:
         return self.lr if self.lr is not None else 5e-4 * self.batch_size / 512
+
+    @property
+    def mix_epochs(self) -> int:
+        """Epochs trained with Mixup/CutMix (the first ones)."""
+        return self.epochs - round(self.mix_off_frac * self.epochs)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,6 +136,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         d = dict(d)
+        if "mix_off_epochs" in d:  # checkpoints before mix_off_frac stored a number of epochs
+            d["mix_off_frac"] = d.pop("mix_off_epochs") / d.get("epochs", cls.epochs)
         known = {f.name for f in fields(cls)}
         if set(d) - known:
             raise ValueError(f"unknown TrainConfig fields {sorted(set(d) - known)}")
@@ -133,8 +151,9 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     # - label smoothing 0.1: Szegedy et al. 2016; DeiT uses 0.1.
     # - EMA of weights: Polyak averaging; DeiT's model EMA; airbench averages weights too.
     # - repeated augmentation x3: Hoffer et al. 2020; DeiT's RASampler (3 repeats).
-    # - Mixup/CutMix off for the last 10% of epochs: the "Mixup off at the end" trick of
-    #   Liu et al. 2022 (ConvNeXt training notes) and many CIFAR recipes; lets the net fit clean data.
+    # - Mixup/CutMix off for the last 10% of epochs (a fraction, so short runs keep it in
+    #   proportion): the "Mixup off at the end" trick of many CIFAR recipes; lets the net fit
+    #   clean data.
     # - flip test-time augmentation: airbench (Jordan 2024) evaluates on both mirrors.
     # - 5% warm-up: plain-ViT baselines (Beyer et al. 2022) warm up for a short fraction.
     "vit-fast": TrainConfig(
@@ -143,7 +162,7 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
         label_smoothing=0.1,
         ema_decay=0.999,
         repeats=3,
-        mix_off_epochs=30,
+        mix_off_frac=0.1,
         tta_flip=True,
         warmup_frac=0.05,
         grad_clip=1.0,
@@ -153,6 +172,10 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingOutOfMemory(RuntimeError):
+    """The GPU ran out of memory; the message names the batch size to try instead."""
 
 
 # ----------------------------------------------------------------------------- pure pieces
@@ -231,6 +254,72 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
+def divergence_advice(device: torch.device, amp: torch.dtype | None, batch_size: int) -> str:
+    """What to try after a NaN/inf loss, for the precision that the run actually used."""
+    if amp is torch.float16:
+        return (
+            "fp16 overflow is the usual cause on a T4: lower --lr (e.g. to half). --amp off also "
+            "avoids it but needs about twice the activation memory: pair it with "
+            f"--batch-size {max(1, batch_size // 4)} or less on a 15 GB GPU"
+        )
+    if amp is torch.bfloat16:
+        return (
+            "lower --lr (e.g. to half); bf16 has the range of fp32, so precision is not the cause"
+        )
+    where = "on the CPU" if device.type == "cpu" else "in full precision"
+    return f"lower --lr (e.g. to half); the run was {where}, so mixed precision is not the cause"
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """True for a CUDA out-of-memory error, also when wrapped (e.g. by torch.compile)."""
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, _OOM_ERRORS) or "out of memory" in str(e).lower():
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def out_of_memory_message(
+    cfg: TrainConfig, model_cfg: ViTConfig, amp: torch.dtype | None, *, phase: str, epochs_done: int
+) -> str:
+    """One line: where memory ran out, at which batch size, and the batch size to try instead."""
+    precision = str(amp).replace("torch.", "") if amp is not None else "fp32"
+    if phase == "evaluation":
+        return (
+            f"the GPU ran out of memory during evaluation at eval_batch_size {cfg.eval_batch_size} "
+            f"({precision}); use a smaller eval_batch_size, e.g. {max(1, cfg.eval_batch_size // 4)}"
+        )
+    where = (
+        "choose a new --out for it (this folder's epochs used the old batch size)"
+        if epochs_done
+        else "nothing was saved yet"
+    )
+    return (
+        f"the GPU ran out of memory in training at --batch-size {cfg.batch_size} "
+        f"(dim {model_cfg.dim}, depth {model_cfg.depth}, {precision}); rerun with --batch-size "
+        f"{max(1, cfg.batch_size // 2)} (the learning rate follows the batch size); {where}"
+    )
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """``opt.load_state_dict(saved)`` with the state placed as *this* optimizer expects.
+
+    torch places ``state["step"]`` by the *saved* groups' ``fused``/``capturable`` flags
+    (pytorch#124133): a state saved by a non-fused CPU optimizer keeps its steps on the CPU, and the
+    first fused CUDA step fails. So the saved groups take this optimizer's flags before loading;
+    ``saved`` itself is not changed.
+    """
+    flags = ("fused", "capturable", "foreach", "differentiable")
+    groups = [
+        {**g, **{k: target[k] for k in flags if k in target}}
+        for g, target in zip(saved["param_groups"], opt.param_groups)
+    ]
+    opt.load_state_dict({"state": saved["state"], "param_groups": groups})
+
+
 @torch.no_grad()
 def evaluate_model(
     model: nn.Module,
@@ -280,22 +369,23 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _make_loader(splits: Splits, cfg: TrainConfig, device: torch.device):
-    """The training loader for ``device``:
+    """The training loader; the one place where ``cfg.loader`` and ``cfg.gpu_aug`` are read.
 
-    - CUDA with ``gpu_aug`` (default): data resident on the GPU, batched augmentation there.
-    - CUDA without it (or data too large for the GPU): batched augmentation in ``num_workers``
-      CPU threads, batches copied to the GPU (≈ 35k images/s on 2 threads, bench_input.py).
-    - CPU: torchvision's per-sample transforms in ``num_workers`` processes (the reference path;
-      the model, not the input, is the bottleneck there).
+    - "sample": torchvision's per-sample transforms in ``num_workers`` processes (the reference
+      path, and the original notebook's).
+    - "batch": ``BatchAugment`` on whole batches: on the GPU with the data resident there
+      (``gpu_aug``, the default with CUDA), else in ``num_workers`` CPU threads (≈ 35k images/s
+      on 2 threads, bench_input.py), batches then copied to ``device``.
+    - "auto": batch on CUDA, sample on the CPU.
     """
-    use_gpu = cfg.gpu_aug if cfg.gpu_aug is not None else device.type == "cuda"
-    if use_gpu and device.type != "cuda":
+    kind = cfg.loader if cfg.loader != "auto" else ("batch" if device.type == "cuda" else "sample")
+    on_gpu = kind == "batch" and device.type == "cuda" and cfg.gpu_aug is not False
+    if cfg.gpu_aug and device.type != "cuda":
         warnings.warn(
             "--gpu-aug needs a CUDA GPU; none is in use, so the CPU augmentation path is used",
             stacklevel=3,
         )
-        use_gpu = False
-    if use_gpu:
+    if on_gpu:
         need = splits.train.images.numel() + splits.train.labels.numel() * 8
         free, _ = torch.cuda.mem_get_info(device)
         if need > 0.5 * free:
@@ -304,46 +394,93 @@ def _make_loader(splits: Splits, cfg: TrainConfig, device: torch.device):
                 "using the CPU augmentation path instead of --gpu-aug",
                 stacklevel=3,
             )
-            use_gpu = False
+            on_gpu = False
     batch = {"batch_size": cfg.batch_size, "aug": cfg.augment, "seed": cfg.seed}
-    if device.type == "cuda":
-        data = splits.train.to(device) if use_gpu else splits.train
+    if kind == "batch":
+        data = splits.train.to(device) if on_gpu else splits.train
         return BatchLoader(
             data, device=device, repeats=cfg.repeats, threads=max(1, cfg.num_workers), **batch
         )
     if cfg.repeats > 1:
         log.info(
-            "repeated augmentation needs the batch path; the CPU path ignores repeats=%d",
+            "repeated augmentation needs the batch loader; the sample loader ignores repeats=%d",
             cfg.repeats,
         )
     return SampleLoader(splits.train, num_workers=cfg.num_workers, **batch)
 
 
-class _CompileOrEager:
-    """Calls ``torch.compile(model)``; if compiling fails (at the first call, where torch compiles),
-    warns once and runs the eager model from then on."""
+class _Stepper:
+    """One optimisation step: forward and backward (compiled when asked), clipping, the
+    optimizer, scaler and schedule steps, the EMA update. No host sync.
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model, self.compiled = model, None
-        try:
-            self.compiled = torch.compile(model)
-        except Exception as err:  # noqa: BLE001 - any compiler failure means: run eagerly
-            self._fail(err)
+    With ``compile``, a failure anywhere in the compiled forward *or* backward (torch compiles the
+    backward lazily, at the first ``.backward()``) warns once, and the step is redone eagerly from
+    then on. An out-of-memory error is never taken for a compile failure: it propagates.
+    """
 
-    def _fail(self, err: BaseException) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        opt: torch.optim.Optimizer,
+        sched: torch.optim.lr_scheduler.LRScheduler,
+        scaler: torch.amp.GradScaler,
+        cfg: TrainConfig,
+        *,
+        amp: torch.dtype | None,
+        device: torch.device,
+        ema: nn.Module | None = None,
+        compile_fn=None,
+    ) -> None:
+        self.model, self.opt, self.sched, self.scaler, self.cfg = model, opt, sched, scaler, cfg
+        self.amp, self.device, self.ema = amp, device, ema
+        self.compiled = None
+        if compile_fn is not None:
+            try:
+                self.compiled = compile_fn(model)
+            except Exception as err:  # noqa: BLE001 - any compiler failure means: run eagerly
+                self._fallback(err)
+
+    def _fallback(self, err: BaseException) -> None:
+        if is_out_of_memory(err):
+            raise err
         warnings.warn(
             f"torch.compile failed ({type(err).__name__}: {str(err)[:200]}); training in eager mode",
             stacklevel=4,
         )
         self.compiled = None
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_backward(self, forward, x: torch.Tensor, y: torch.Tensor):
+        self.opt.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+            logits = forward(x)
+        loss = soft_cross_entropy(logits, y, self.cfg.label_smoothing)
+        self.scaler.scale(loss).backward()
+        return logits, loss
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, loss) of one step on the batch (x, soft targets y); the weights are updated."""
         if self.compiled is not None:
             try:
-                return self.compiled(x)
+                logits, loss = self._forward_backward(self.compiled, x, y)
             except Exception as err:  # noqa: BLE001
-                self._fail(err)
-        return self.model(x)
+                self._fallback(err)
+                logits, loss = self._forward_backward(self.model, x, y)
+        else:
+            logits, loss = self._forward_backward(self.model, x, y)
+        if self.cfg.grad_clip:
+            self.scaler.unscale_(self.opt)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        t = self.sched.last_epoch  # optimisation steps done before this one
+        self.sched.step()
+        if self.ema is not None:
+            decay = min(self.cfg.ema_decay, (1 + t) / (10 + t))
+            with torch.no_grad():
+                torch._foreach_lerp_(
+                    list(self.ema.parameters()), list(self.model.parameters()), 1.0 - decay
+                )
+        return logits, loss
 
 
 @dataclass
@@ -379,12 +516,29 @@ def _checkpoint(
     }
 
 
-def _config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+def _config_diff(a: dict[str, Any], b: dict[str, Any], skip: tuple[str, ...] = ()) -> list[str]:
     return [
         f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
         for k in sorted(set(a) | set(b))
-        if a.get(k) != b.get(k)
+        if k not in skip and a.get(k) != b.get(k)
     ]
+
+
+def _stored_configs(state: dict[str, Any], path: Path) -> tuple[ViTConfig, TrainConfig]:
+    try:
+        return ViTConfig.from_dict(state["model_config"]), TrainConfig.from_dict(
+            state["train_config"]
+        )
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(
+            f"{path} has settings this version cannot read ({err}); use the vitcifar version that "
+            "wrote it, or choose another --out"
+        ) from err
+
+
+def _with_runtime(cfg: TrainConfig, runtime_of: TrainConfig) -> TrainConfig:
+    """``cfg`` with the machine settings (``RUNTIME_FIELDS``) of ``runtime_of``."""
+    return replace(cfg, **{k: getattr(runtime_of, k) for k in RUNTIME_FIELDS})
 
 
 def train(
@@ -399,38 +553,41 @@ def train(
 ) -> RunResult:
     """Train a ViT on ``splits`` into ``out_dir``; continues from ``out_dir/last.pt`` if present.
 
-    With an existing ``last.pt``: its stored configs must equal the given ones (else a ValueError
+    With an existing ``last.pt``: its stored recipe must equal the given one (else a ValueError
     names the differences, and nothing is overwritten), unless ``resume=True``, which continues
-    with the stored configs. ``resume=True`` without ``last.pt`` is an error. ``stop_after``
-    ends this call after that many epochs (the schedule still spans ``cfg.epochs``); calling
-    again continues, e.g. across Colab sessions.
+    with the stored recipe. Machine settings (``RUNTIME_FIELDS``: device, precision, loader,
+    workers, compile) may change between calls, e.g. a run started on the CPU continues on a GPU.
+    ``resume=True`` without ``last.pt`` is an error, and so is a folder that holds another run's
+    files but no ``last.pt``. ``stop_after`` ends this call after that many epochs (the schedule
+    still spans ``cfg.epochs``); calling again continues, e.g. across Colab sessions.
     """
     from tqdm.auto import tqdm
 
-    out = Path(out_dir)
-    last_path = out / "last.pt"
+    folder = RunFolder(out_dir)
     state = None
-    if last_path.exists():
-        state = load_checkpoint(last_path)
+    if folder.last.exists():
+        state = load_checkpoint(folder.last)
+        stored_model, stored_cfg = _stored_configs(state, folder.last)
         if resume:
-            model_cfg = ViTConfig.from_dict(state["model_config"])
-            cfg = TrainConfig.from_dict(state["train_config"])
+            model_cfg, cfg = stored_model, _with_runtime(stored_cfg, cfg)
         else:
-            diff = _config_diff(state["model_config"], model_cfg.to_dict()) + _config_diff(
-                state["train_config"], cfg.to_dict()
+            diff = _config_diff(stored_model.to_dict(), model_cfg.to_dict()) + _config_diff(
+                stored_cfg.to_dict(), cfg.to_dict(), skip=RUNTIME_FIELDS
             )
             if diff:
                 raise ValueError(
-                    f"{last_path} is a run with other settings ({'; '.join(diff)}); pass --resume to "
-                    "continue it with its own settings, or choose another --out"
+                    f"{folder.last} is a run with other settings ({'; '.join(diff)}); pass --resume "
+                    "to continue it with its own settings, or choose another --out"
                 )
     elif resume:
-        raise FileNotFoundError(f"nothing to resume: {last_path} does not exist")
+        raise FileNotFoundError(f"nothing to resume: {folder.last} does not exist")
+    else:
+        folder.check_new_run()
     data = splits.fingerprint()
     if state is not None and state.get("data", {}).get("digest") not in (None, data["digest"]):
         was = state["data"]
         raise DataError(
-            f"{last_path} was trained on other data ({was['train']} train / {was['val']} val images "
+            f"{folder.last} was trained on other data ({was['train']} train / {was['val']} val images "
             f"from {was.get('source')}); now {data['train']} / {data['val']} from {data['source']}. "
             "Resume with the same --data, --subset, --val-size and --seed, or choose another --out"
         )
@@ -438,6 +595,8 @@ def train(
         raise DataError(
             f"the model has num_classes={model_cfg.num_classes} but the data has {len(splits.classes)} classes"
         )
+    folder.ensure_writable()
+    folder.reconcile(state)
 
     device = resolve_device(cfg.device)
     amp = resolve_amp(cfg.amp, device)
@@ -445,9 +604,11 @@ def train(
     random.seed(cfg.seed)
     model = ViT(model_cfg).to(device)
     ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema_decay else None
-    fused = device.type == "cuda"
     opt = torch.optim.AdamW(
-        param_groups(model, cfg.weight_decay), lr=cfg.peak_lr, betas=(0.9, 0.999), fused=fused
+        param_groups(model, cfg.weight_decay),
+        lr=cfg.peak_lr,
+        betas=(0.9, 0.999),
+        fused=device.type == "cuda",
     )
     loader = _make_loader(splits, cfg, device)
     steps_per_epoch = len(loader)
@@ -465,12 +626,10 @@ def train(
     runtime = {"device": device.type, "amp": str(amp).replace("torch.", "") if amp else "off"}
     start_epoch, best, history = 0, (-1.0, -1), []
     if state is not None:
-        load_state_into(model, state["model"], last_path)
+        load_state_into(model, state["model"], folder.last)
         if ema is not None and state.get("ema") is not None:
-            load_state_into(ema, state["ema"], last_path)
-        opt.load_state_dict(state["optimizer"])
-        for group in opt.param_groups:  # a run started on the CPU continues fused on a GPU
-            group["fused"] = fused
+            load_state_into(ema, state["ema"], folder.last)
+        load_optimizer_state(opt, state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         if state["scaler"] and scaler.is_enabled():  # an fp16 scaler's state, continued on a T4
             scaler.load_state_dict(state["scaler"])
@@ -486,101 +645,68 @@ def train(
             state["history"],
         )
         _set_rng_state(state["rng"])
-        log.info("resuming %s at epoch %d of %d", out, start_epoch + 1, cfg.epochs)
-    out.mkdir(parents=True, exist_ok=True)
-    step_model = _CompileOrEager(model) if cfg.compile else model
+        log.info("resuming %s at epoch %d of %d", folder.path, start_epoch + 1, cfg.epochs)
+    step = _Stepper(
+        model,
+        opt,
+        sched,
+        scaler,
+        cfg,
+        amp=amp,
+        device=device,
+        ema=ema,
+        compile_fn=torch.compile if cfg.compile else None,
+    )
     val_set = splits.val if len(splits.val) else splits.test
     if not len(splits.val):
         log.warning("val_size=0: picking best.pt on the test set, as the original notebook did")
 
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
     for epoch in range(start_epoch, end_epoch):
-        loader.set_epoch(epoch, mix=epoch < cfg.epochs - cfg.mix_off_epochs)
-        model.train()
-        t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device)
-        seen = 0
-        bar = tqdm(
-            loader,
-            total=steps_per_epoch,
-            desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            disable=not progress,
-            leave=False,
-            dynamic_ncols=True,
-        )
-        for i, (x, y) in enumerate(bar):
-            x = x.to(device, non_blocking=True)
-            y = y.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                logits = step_model(x)
-            loss = soft_cross_entropy(logits, y, cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip:
-                scaler.unscale_(opt)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            if ema is not None:
-                with torch.no_grad():
-                    torch._foreach_lerp_(
-                        list(ema.parameters()), list(model.parameters()), 1.0 - cfg.ema_decay
-                    )
-            loss_sum += loss.detach() * len(x)
-            correct += (logits.argmax(-1) == y.argmax(-1)).sum()
-            seen += len(x)
-            if i % 25 == 0 or i == steps_per_epoch - 1:  # the only host syncs inside an epoch
-                mean_loss = float(loss_sum) / seen
-                if not math.isfinite(mean_loss):
-                    raise TrainingDiverged(
-                        f"the training loss became {mean_loss} at epoch {epoch + 1}, step {i + 1}; "
-                        f"{last_path} keeps the last good epoch. Lower --lr or use --amp off"
-                    )
-                bar.set_postfix(
-                    loss=f"{mean_loss:.3f}",
-                    acc=f"{float(correct) / seen:.3f}",
-                    lr=f"{sched.get_last_lr()[0]:.2e}",
-                    ips=f"{seen / (time.perf_counter() - t0):.0f}",
-                )
-        train_seconds = time.perf_counter() - t0
-        eval_model = ema if ema is not None else model
-        val_loss, val_acc, _ = evaluate_model(
-            eval_model,
-            val_set,
-            device=device,
-            batch_size=cfg.eval_batch_size,
-            amp=amp,
-            tta_flip=cfg.tta_flip,
-        )
+        phase, t0 = "training", time.perf_counter()
+        try:
+            loader.set_epoch(epoch, mix=epoch < cfg.mix_epochs)
+            row = _train_epoch(step, loader, epoch, cfg, device, amp, folder, progress)
+            phase = "evaluation"
+            val_loss, val_acc, _ = evaluate_model(
+                ema if ema is not None else model,
+                val_set,
+                device=device,
+                batch_size=cfg.eval_batch_size,
+                amp=amp,
+                tta_flip=cfg.tta_flip,
+            )
+        except _OOM_ERRORS as err:
+            raise TrainingOutOfMemory(
+                out_of_memory_message(cfg, model_cfg, amp, phase=phase, epochs_done=epoch)
+            ) from err
         if not math.isfinite(val_loss):  # weights went bad in the epoch's last steps
             raise TrainingDiverged(
-                f"the validation loss became {val_loss} after epoch {epoch + 1}; {last_path} keeps "
-                "the last good epoch. Lower --lr or use --amp off"
+                f"the validation loss became {val_loss} after epoch {epoch + 1}; {folder.last} keeps "
+                f"the last good epoch. {divergence_advice(device, amp, cfg.batch_size)}"
             )
-        row = {
-            "epoch": epoch + 1,
-            "lr": sched.get_last_lr()[0],
-            "train_loss": float(loss_sum) / seen,
-            "train_acc": float(correct) / seen,
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "seconds": time.perf_counter() - t0,
-            "train_seconds": train_seconds,
-            "images_per_s": seen / train_seconds,
-        }
+        row.update(val_loss=val_loss, val_acc=val_acc, seconds=time.perf_counter() - t0)
         history.append(row)
         is_best = val_acc > best[0]
         if is_best:
             best = (val_acc, epoch + 1)
-        ckpt = _checkpoint(
-            model, ema, opt, sched, scaler, epoch + 1, best, history, model_cfg, cfg, data, runtime
+        folder.commit(
+            _checkpoint(
+                model,
+                ema,
+                opt,
+                sched,
+                scaler,
+                epoch + 1,
+                best,
+                history,
+                model_cfg,
+                cfg,
+                data,
+                runtime,
+            ),
+            is_best=is_best,
         )
-        atomic_save(ckpt, last_path)
-        if is_best:
-            atomic_save(ckpt, out / "best.pt")
-        _write_metrics(history, out / "metrics.jsonl")
         msg = (
             f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  train acc {row['train_acc']:.4f}  "
             f"val acc {val_acc:.4f}  {row['seconds']:.1f}s  {row['images_per_s']:.0f} img/s"
@@ -589,13 +715,56 @@ def train(
             tqdm.write(msg)
         else:
             log.info(msg)
-    return RunResult(out, history, best[0], best[1])
+    return RunResult(folder.path, history, best[0], best[1])
 
 
-def _write_metrics(history: list[dict[str, Any]], path: Path) -> None:
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in history))
-    os.replace(tmp, path)
+def _train_epoch(step, loader, epoch, cfg, device, amp, folder, progress) -> dict[str, Any]:
+    """One pass over ``loader``; returns the epoch's training row of the history."""
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    step.model.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device)
+    seen, steps = 0, len(loader)
+    bar = tqdm(
+        loader,
+        total=steps,
+        desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        disable=not progress,
+        leave=False,
+        dynamic_ncols=True,
+    )
+    for i, (x, y) in enumerate(bar):
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        logits, loss = step(x, y)
+        loss_sum += loss.detach() * len(x)
+        correct += (logits.argmax(-1) == y.argmax(-1)).sum()
+        seen += len(x)
+        if i % 25 == 0 or i == steps - 1:  # the only host syncs inside an epoch
+            mean_loss = float(loss_sum) / seen
+            if not math.isfinite(mean_loss):
+                raise TrainingDiverged(
+                    f"the training loss became {mean_loss} at epoch {epoch + 1}, step {i + 1}; "
+                    f"{folder.last} keeps the last good epoch. "
+                    f"{divergence_advice(device, amp, cfg.batch_size)}"
+                )
+            bar.set_postfix(
+                loss=f"{mean_loss:.3f}",
+                acc=f"{float(correct) / seen:.3f}",
+                lr=f"{step.sched.get_last_lr()[0]:.2e}",
+                ips=f"{seen / (time.perf_counter() - t0):.0f}",
+            )
+    train_seconds = time.perf_counter() - t0
+    return {
+        "epoch": epoch + 1,
+        "lr": step.sched.get_last_lr()[0],
+        "train_loss": float(loss_sum) / seen,
+        "train_acc": float(correct) / seen,
+        "train_seconds": train_seconds,
+        "images_per_s": seen / train_seconds,
+    }
 
 
 def config_for_preset(preset: str, **train_overrides: Any) -> tuple[ViTConfig, TrainConfig]:

@@ -1,42 +1,12 @@
-"""Shared fixtures: a small generated ImageFolder data set that a tiny ViT can learn."""
+"""vitcifar fixtures (the generated image folder is in tests/conftest.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pytest
-from PIL import Image
 
 from vitcifar.model import ViTConfig
 
-COLOURS = {
-    "red": (200, 40, 40),
-    "green": (40, 190, 60),
-    "blue": (40, 60, 210),
-    "yellow": (220, 210, 40),
-}
-
-
-def make_image_folder(
-    root: Path, *, n_train: int = 48, n_test: int = 16, size: int = 32, seed: int = 0
-) -> Path:
-    """root/{train,test}/<colour>/<i>.png: noisy images of one dominant colour per class."""
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", n_train), ("test", n_test)):
-        for name, rgb in COLOURS.items():
-            d = root / split / name
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                noise = rng.normal(0, 35, (size, size, 3))
-                img = np.clip(np.array(rgb)[None, None, :] + noise, 0, 255).astype(np.uint8)
-                Image.fromarray(img).save(d / f"{i:04d}.png")
-    return root
-
-
-@pytest.fixture(scope="session")
-def image_folder(tmp_path_factory) -> Path:
-    return make_image_folder(tmp_path_factory.mktemp("colours"))
+NUM_CLASSES = 4  # the colours of tests/conftest.py
 
 
 @pytest.fixture
@@ -46,7 +16,7 @@ def tiny_cfg() -> ViTConfig:
         dim=32,
         depth=2,
         heads=2,
-        num_classes=len(COLOURS),
+        num_classes=NUM_CLASSES,
         dropout=0.0,
         emb_dropout=0.0,
     )

@@ -166,5 +166,6 @@ def test_help_documents_every_option(capsys):
         "--gpu-aug",
         "--compile",
         "--amp",
+        "--loader",
     ):
         assert opt in text

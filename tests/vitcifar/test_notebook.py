@@ -42,7 +42,7 @@ def test_q1_runs_headless_and_writes_metrics_and_figures(image_folder, tmp_path)
         DEVICE="cpu",
         NUM_WORKERS=0,
         RUN_NAME="nbrun",
-        DRIVE_FOLDER=str(tmp_path),
+        RUNS_FOLDER=str(tmp_path),
         PROGRESS=False,
     )
     NotebookClient(

@@ -1,0 +1,186 @@
+"""A run folder is one consistent set of files: a kill between any two writes, then the same call
+again, ends with the files of an uninterrupted run (vitcifar.checkpoint.RunFolder)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import vitcifar.checkpoint as checkpoint
+from vitcifar.checkpoint import RunFolderError, load_checkpoint
+from vitcifar.data import AugmentConfig, load_splits
+from vitcifar.train import TrainConfig, train
+
+pytestmark = pytest.mark.slow
+
+TIMING = ("seconds", "train_seconds", "images_per_s")
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: not an Exception, so no ``except Exception`` in the code catches it."""
+
+
+@pytest.fixture(scope="module")
+def splits(image_folder):
+    return load_splits(str(image_folder), val_size=16, subset=64, progress=False)
+
+
+def cfg(**kw) -> TrainConfig:
+    base = dict(
+        epochs=2,
+        batch_size=16,
+        lr=3e-3,
+        warmup_frac=0.1,
+        device="cpu",
+        num_workers=0,
+        augment=AugmentConfig(randaug_ops=0),  # Mixup/CutMix stay: random draws that must resume
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def without_timing(history):
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in history]
+
+
+def run_files(folder):
+    """What a finished run leaves, with the timings (which differ between runs) taken out."""
+    last, best = load_checkpoint(folder / "last.pt"), load_checkpoint(folder / "best.pt")
+    metrics = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+    return {
+        "last_epoch": last["epoch"],
+        "best_epoch": (last["best_epoch"], best["epoch"]),
+        "last_model": last["model"],
+        "best_model": best["model"],
+        "adam": {i: s["exp_avg"] for i, s in last["optimizer"]["state"].items()},
+        "history": without_timing(last["history"]),
+        "metrics": without_timing(metrics),
+        "files": sorted(p.name for p in folder.iterdir()),
+    }
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        if (
+            isinstance(a[key], dict)
+            and a[key]
+            and isinstance(next(iter(a[key].values())), torch.Tensor)
+        ):
+            assert a[key].keys() == b[key].keys(), key
+            for k in a[key]:
+                assert torch.equal(a[key][k], b[key][k]), (key, k)
+        else:
+            assert a[key] == b[key], key
+
+
+@pytest.fixture(scope="module")
+def reference(splits, tiny_cfg_module, tmp_path_factory):
+    """An uninterrupted run, and the number of file writes it made."""
+    folder = tmp_path_factory.mktemp("reference")
+    calls = []
+    real = checkpoint.atomic_write
+
+    def counting(path, write):
+        calls.append(path.name)
+        real(path, write)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(checkpoint, "atomic_write", counting)
+        train(tiny_cfg_module, splits, cfg(), folder, progress=False)
+    return run_files(folder), calls
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg_module():
+    from vitcifar.model import ViTConfig
+
+    return ViTConfig(
+        patch_size=8, dim=32, depth=2, heads=2, num_classes=4, dropout=0.0, emb_dropout=0.0
+    )
+
+
+def test_reference_run_writes_last_then_best_then_metrics(reference):
+    _, calls = reference
+    assert calls[0] == "last.pt"
+    assert calls.count("last.pt") == 2 and calls.count("metrics.jsonl") == 2
+    for i, name in enumerate(calls):
+        if name in ("best.pt", "metrics.jsonl"):
+            assert "last.pt" in calls[:i]  # derived files only after the commit point
+
+
+@pytest.mark.parametrize("mode", ["mid", "after"])  # killed during a write, or right after it
+def test_kill_at_every_write_then_the_same_call_finishes_identically(
+    mode, reference, splits, tiny_cfg_module, tmp_path
+):
+    expected, calls = reference
+    real = checkpoint.atomic_write
+    for n in range(1, len(calls) + 1):
+        folder = tmp_path / f"kill{n}"
+        count = 0
+
+        def dying(path, write, n=n):
+            nonlocal count
+            count += 1
+            if count == n:
+                if mode == "mid":  # killed while writing: a partial temporary file stays behind
+                    (path.parent / f".{path.name}.k1ll3d.tmp").write_bytes(b"partial")
+                if mode == "after":
+                    real(path, write)
+                raise Killed(f"write {n} ({path.name}, {mode})")
+            real(path, write)
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(checkpoint, "atomic_write", dying)
+            with pytest.raises(Killed):
+                train(tiny_cfg_module, splits, cfg(), folder, progress=False)
+        train(tiny_cfg_module, splits, cfg(), folder, progress=False)  # the same call again
+        got = run_files(folder)
+        assert not [p for p in folder.iterdir() if p.suffix == ".tmp"], (n, mode)
+        assert_same(got, expected)
+
+
+def test_finished_run_with_stale_best_is_repaired_by_the_same_call(
+    reference, splits, tiny_cfg_module, tmp_path
+):
+    expected, _ = reference
+    folder = tmp_path / "run"
+    train(tiny_cfg_module, splits, cfg(), folder, progress=False)
+    (folder / "best.pt").unlink()
+    (folder / "metrics.jsonl").write_text("")
+    last = load_checkpoint(folder / "last.pt")
+    run = train(tiny_cfg_module, splits, cfg(), folder, progress=False)  # nothing left to train
+    assert len(run.history) == 2
+    if last["best_epoch"] == last["epoch"]:
+        assert_same(run_files(folder), expected)
+    assert (
+        without_timing([json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()])
+        == expected["metrics"]
+    )
+
+
+def test_folder_with_another_runs_files_but_no_last_is_refused(splits, tiny_cfg_module, tmp_path):
+    folder = tmp_path / "someone_else"
+    folder.mkdir()
+    (folder / "best.pt").write_bytes(b"their weights")
+    (folder / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    with pytest.raises(RunFolderError, match=r"holds best.pt, metrics.jsonl but no last.pt"):
+        train(tiny_cfg_module, splits, cfg(epochs=1), folder, progress=False)
+    assert (folder / "best.pt").read_bytes() == b"their weights"
+    assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "metrics.jsonl"]
+
+
+def test_out_below_a_file_is_a_clear_error(splits, tiny_cfg_module, tmp_path):
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(
+        RunFolderError, match=r"cannot write the run folder .*file.txt/run.*choose another --out"
+    ):
+        train(tiny_cfg_module, splits, cfg(epochs=1), tmp_path / "file.txt" / "run", progress=False)
+
+
+def test_empty_checkpoint_is_a_clear_error(tmp_path):
+    empty = tmp_path / "last.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(checkpoint.CheckpointError, match=r"last.pt is empty \(0 bytes\)"):
+        load_checkpoint(empty)
