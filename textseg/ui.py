@@ -372,6 +372,8 @@ def _segmenter(app: SegmentApp) -> TextSegmenter:
 def run(app: SegmentApp) -> None:
     """Callback of Run and of Enter in the prompt: segment the uploaded picture with the
     prompt and the clicked points and boxes."""
+    from textseg.export import folder_name
+
     app.run_button.disabled = app.clear_button.disabled = True
     _forget_result(app)
     try:
@@ -402,7 +404,7 @@ def run(app: SegmentApp) -> None:
         app.display_base = _display_overlay(seg, app.picture)
         _show(app)
         app.table.value = _table_html(seg)
-        app.download.value = _download_html(seg, Path(app.name).stem or "image")
+        app.download.value = _download_html(seg, folder_name(app.name))
         app.last = seg
         _message(app, f"{app.name}: {seg.summary()}", kind="ok")
     except (TextsegError, ValueError) as err:
