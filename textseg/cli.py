@@ -14,7 +14,8 @@ __all__ = ["main"]
 EPILOG = """\
 outputs: OUT/<image name>/overlay.png, mask_NN_<label>.png (one per object) and
 segmentation.json (prompt, image size, per object label, score, mask_score, XYXY box and
-COCO RLE mask).
+COCO RLE mask). Running again replaces an image's own results; a folder holding another
+image's results is never written over (OUT/<name>_2 is used, and a note says so).
 
 videos (.mp4 .mov .m4v .mkv .webm .avi ...): the finder runs on every --every-th frame and
 SAM 2 tracks the objects in between, each with one id. OUT/<video name>/overlay.mp4,
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     from textseg.device import resolve_runtime
     from textseg.images import list_images
     from textseg.prompt import parse_prompt
+    from textseg.segmenter import sam2_config_name
     from textseg.video_io import is_video_file
 
     images: list[Path] = []
@@ -198,14 +200,18 @@ def main(argv: list[str] | None = None) -> int:
         "--segmenter-config": args.segmenter_config,
     }
     for flag, value in paths.items():
+        if flag == "--segmenter-config" and value and sam2_config_name(value):
+            continue  # a config of the sam2 package, e.g. configs/sam2.1/sam2.1_hiera_t.yaml
         if value and looks_like_path(value) and not Path(value).expanduser().exists():
             parser.error(f"{flag} {value}: no such file or folder")
     try:
         resolve_runtime(args.device, precision=args.precision)
     except ValueError as err:
         parser.error(str(err))
-    if args.out.exists() and not args.out.is_dir():
-        parser.error(f"--out {args.out}: exists and is not a folder")
+    blocker = next((p for p in [args.out, *args.out.parents] if p.is_file()), None)
+    if blocker is not None:
+        what = "exists and is not a folder" if blocker == args.out else f"{blocker} is a file"
+        parser.error(f"--out {args.out}: {what}")
 
     if not args.verbose:
         try:
@@ -238,13 +244,15 @@ def main(argv: list[str] | None = None) -> int:
     used: set[str] = set()
     try:
         for item in segmenter.iter_many(images, args.prompt, out_dir=args.out, **options):
-            if item.segmentation is None:
+            if item.error is not None:
                 skipped += 1
                 reason = " ".join(str(item.error).split())
                 print(f"{item.source}: skipped: {reason}", file=sys.stderr)
             else:
                 used.add(item.out_dir.name)
                 print(f"{item.source}: {item.segmentation.summary()} -> {item.out_dir}")
+                if item.note:
+                    print(f"{item.source}: note: {item.note}", file=sys.stderr)
         for video in videos:
             skipped += not _segment_video(segmenter, video, args, used)
     except PromptError as err:
@@ -260,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
 def _segment_video(segmenter, video: Path, args: argparse.Namespace, used: set[str]) -> bool:
     """Segment one video and save it to OUT/<video name>/; False (and a line on stderr)
     when the video cannot be read."""
-    from textseg.pipeline import _unique_dir
+    from textseg.export import output_dir
     from textseg.video import save_video
 
     try:
@@ -275,8 +283,10 @@ def _segment_video(segmenter, video: Path, args: argparse.Namespace, used: set[s
             max_objects=args.max_objects,
             match_iou=args.match_iou,
         )
-        out_dir = _unique_dir(args.out, video.stem or "video", used)
+        out_dir, note = output_dir(args.out, video, used=used, fallback="video")
         save_video(vseg, out_dir, video=video)
+        if note:
+            print(f"{video}: note: {note}", file=sys.stderr)
     except PromptError:
         raise
     except TextsegError as err:

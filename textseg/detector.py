@@ -67,12 +67,14 @@ def decode_boxes(pred_boxes: torch.Tensor | np.ndarray, *, height: int, width: i
 
 
 def looks_like_path(spec: str) -> bool:
-    """Hub ids are "name" or "owner/name"; anything else with a path shape is a path."""
+    """Hub ids are "name" or "owner/name"; anything else with a path shape is a path, and
+    so is "x/y" when a local "x" exists (a typo in a local path never goes to the hub)."""
     return (
         spec.startswith((".", "/", "~"))
         or "\\" in spec
         or spec.count("/") > 1
         or Path(spec).suffix in (".json", ".safetensors", ".bin", ".pt", ".pth", ".yaml", ".yml")
+        or ("/" in spec and Path(spec.split("/", 1)[0]).exists())
     )
 
 

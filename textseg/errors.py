@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["ImageLoadError", "ModelLoadError", "PromptError", "TextsegError", "VideoLoadError"]
+__all__ = [
+    "ImageLoadError",
+    "ModelLoadError",
+    "OutputError",
+    "PromptError",
+    "TextsegError",
+    "VideoLoadError",
+]
 
 
 class TextsegError(Exception):
@@ -23,3 +30,7 @@ class ModelLoadError(TextsegError, RuntimeError):
 
 class VideoLoadError(TextsegError, ValueError):
     """A video could not be read (missing, corrupt, unsupported, no frames, frames too large)."""
+
+
+class OutputError(TextsegError, OSError):
+    """Results could not be written (a file in the way, no permission, another image's results)."""

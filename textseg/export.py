@@ -11,6 +11,11 @@ JSON schema (version 1):
      "objects": [{"label": "cat", "score": 0.87, "mask_score": 0.93,
                   "box_xyxy": [x0, y0, x1, y1], "mask_file": "mask_00_cat.png",
                   "mask_rle": {"size": [H, W], "counts": [...]}}]}
+
+Output safety: `folder_name` is the one place a source name becomes a folder name (nothing
+like `..` or `...png` can leave the output folder), `output_dir` picks a folder that holds
+no other image's results, and `save` replaces a folder's previous masks and refuses to
+write over another image's results unless told to.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from textseg.draw import overlay
+from textseg.errors import OutputError
 from textseg.result import Segmentation
 from textseg.rle import decode_rle, encode_rle
 
@@ -32,7 +39,7 @@ if TYPE_CHECKING:
     from textseg.images import ImageInput
     from textseg.video import VideoSegmentation
 
-__all__ = ["SavedFiles", "load", "save", "to_json"]
+__all__ = ["SavedFiles", "folder_name", "load", "output_dir", "save", "to_json"]
 
 JSON_NAME = "segmentation.json"
 OVERLAY_NAME = "overlay.png"
@@ -54,6 +61,98 @@ def _slug(label: str) -> str:
 
 def mask_name(index: int, label: str) -> str:
     return f"mask_{index:02d}_{_slug(label)}.png"
+
+
+def folder_name(source: str | os.PathLike | None, *, fallback: str = "image") -> str:
+    """The folder name for an image source: its file name without the suffix, with every
+    character but letters, digits, "-", "_" and "." replaced by "_" and no leading or
+    trailing dots, so it is never "", "." or ".." and never leaves its parent folder.
+
+    >>> folder_name("photos/cat.jpg"), folder_name("...png"), folder_name("../a b.png")
+    ('cat', 'png', 'a_b')
+    """
+    base = re.split(r"[\\/]", str(source or ""))[-1]
+    stem = base[: base.rindex(".")] if "." in base else base
+
+    def clean(text: str) -> str:
+        return re.sub(r"[^\w.-]+", "_", text, flags=re.UNICODE).strip("._ ")[:100]
+
+    return clean(stem) or clean(base) or fallback
+
+
+def _same_source(a: str | None, b: str | None) -> bool:
+    if a == b:
+        return True
+    if a is None or b is None:
+        return False
+    try:
+        return Path(a).resolve() == Path(b).resolve() and Path(a).exists()
+    except OSError:
+        return False
+
+
+def _saved_source(folder: Path) -> tuple[bool, str | None]:
+    """(holds a textseg result, the source it names) for a folder."""
+    try:
+        data = json.loads((folder / JSON_NAME).read_text())
+    except FileNotFoundError:
+        return False, None
+    except (OSError, ValueError):
+        return True, "<unreadable segmentation.json>"
+    return True, data.get("source") if isinstance(data, dict) else None
+
+
+def output_dir(
+    root: str | os.PathLike,
+    source: str | os.PathLike | None,
+    *,
+    used: set[str],
+    fallback: str = "image",
+) -> tuple[Path, str | None]:
+    """The folder under `root` for one image's results, and a note when it is not the
+    obvious `root/<folder_name(source)>`.
+
+    The obvious folder is taken when it does not exist, is empty, or holds this same
+    source's results (they are replaced). Otherwise (a file of that name, another image's
+    results, foreign files, or a name already `used` in this run) the first free
+    `<name>_2`, `<name>_3`, ... is taken, and the note says why. `used` collects the names
+    given out in this run.
+    """
+    base = folder_name(source, fallback=fallback)
+    src = str(source) if source is not None else None
+    folder = Path(root)
+    reason = None
+    name, n = base, 2
+    while True:
+        path = folder / name
+        if name in used:
+            why = "another image of this run has that name"
+        elif not path.exists():
+            break
+        elif not path.is_dir():
+            why = "it is a file"
+        else:
+            holds, other = _saved_source(path)
+            if holds and _same_source(other, src):
+                break
+            if not holds and not any(path.iterdir()):
+                break
+            why = f"it holds the results of {other}" if holds else "it holds other files"
+        reason = reason or f"{folder / base} was not used: {why}"
+        name, n = f"{base}_{n}", n + 1
+    used.add(name)
+    return path, reason
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def to_json(segmentation: Segmentation) -> dict:
@@ -82,24 +181,70 @@ def to_json(segmentation: Segmentation) -> dict:
 
 
 def save(
-    segmentation: Segmentation, out_dir: str | os.PathLike, *, image: ImageInput | None = None
+    segmentation: Segmentation,
+    out_dir: str | os.PathLike,
+    *,
+    image: ImageInput | None = None,
+    overwrite: bool = False,
+    overlay_format: str = "png",
 ) -> SavedFiles:
     """Write overlay.png, one mask PNG per object and segmentation.json into `out_dir`
-    (created if needed). `image` defaults to the image kept in the segmentation."""
+    (created if needed). `image` defaults to the image kept in the segmentation.
+
+    A folder that already holds this source's results is brought up to date: masks of the
+    previous save that the new result does not have are removed. A folder holding another
+    image's results (its segmentation.json names another source) is refused with an
+    OutputError unless overwrite=True. Order of writes: masks, overlay, then the JSON
+    (atomically), then stale masks are removed; a kill at any point leaves a folder that
+    the next save finishes cleaning.
+    overlay_format: "png" (overlay.png, lossless) or "jpeg" (overlay.jpg, far smaller for
+    large photos; the UI's download uses it).
+    Raises OutputError (one line, naming the folder) when the folder cannot be written.
+    """
     from PIL import Image
 
     source = image if image is not None else segmentation.image
     if source is None:
         raise ValueError("this Segmentation holds no image; pass image= to draw the overlay")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = SavedFiles(overlay=out / OVERLAY_NAME, json=out / JSON_NAME)
-    overlay(source, segmentation).save(files.overlay)
-    for i, label in enumerate(segmentation.labels):
-        path = out / mask_name(i, label)
-        Image.fromarray(segmentation.masks[i].astype(np.uint8) * 255, mode="L").save(path)
-        files.masks.append(path)
-    files.json.write_text(json.dumps(to_json(segmentation), indent=1, ensure_ascii=False))
+    try:
+        if out.exists() and not out.is_dir():
+            raise OutputError(f"{out}: exists and is not a folder; choose another output folder")
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as err:
+        raise OutputError(
+            f"{out}: cannot create the folder, a part of its path is a file ({err.filename})"
+        ) from err
+    except PermissionError as err:
+        raise OutputError(f"{out}: cannot create the folder (permission denied)") from err
+    if not overwrite:
+        holds, other = _saved_source(out)
+        if holds and not _same_source(other, segmentation.source):
+            raise OutputError(
+                f"{out} holds the results of {other}, not of {segmentation.source}; "
+                "pass overwrite=True to replace them, or save to another folder"
+            )
+    if overlay_format not in ("png", "jpeg"):
+        raise ValueError(f"overlay_format must be 'png' or 'jpeg', got {overlay_format!r}")
+    name = OVERLAY_NAME if overlay_format == "png" else "overlay.jpg"
+    files = SavedFiles(overlay=out / name, json=out / JSON_NAME)
+    try:
+        for i, label in enumerate(segmentation.labels):
+            path = out / mask_name(i, label)
+            Image.fromarray(segmentation.masks[i].astype(np.uint8) * 255, mode="L").save(path)
+            files.masks.append(path)
+        picture = overlay(source, segmentation)
+        if overlay_format == "jpeg":
+            picture.save(files.overlay, format="JPEG", quality=90)
+        else:
+            picture.save(files.overlay)
+        _write_atomic(files.json, json.dumps(to_json(segmentation), indent=1, ensure_ascii=False))
+        keep = {p.name for p in files.masks}
+        for stale in out.glob("mask_*.png"):
+            if stale.name not in keep:
+                stale.unlink()
+    except OSError as err:
+        raise OutputError(f"{out}: cannot write the results ({err.strerror or err})") from err
     return files
 
 

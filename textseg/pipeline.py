@@ -55,14 +55,17 @@ class Segmenter(Protocol):
 class BatchItem:
     """One image of a `segment_many` run: a result, or the reason it was skipped.
 
-    source: the image's path or description. segmentation: None when skipped.
-    error: one-line reason when skipped, else None. out_dir: where its files went, if saved.
+    source: the image's path or description. segmentation: None when it could not be
+    segmented. error: one-line reason when skipped (not segmented, or its files could not be
+    written), else None. out_dir: where its files went, if saved. note: one line when the
+    files went to another folder than `out_dir/<image name>` (see textseg.export.output_dir).
     """
 
     source: str
     segmentation: Segmentation | None = None
     error: str | None = None
     out_dir: Path | None = None
+    note: str | None = None
 
 
 def _check_unit(name: str, value: float) -> float:
@@ -91,14 +94,6 @@ class SegmentOptions:
         m = self.max_objects
         if m is not None and (isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 0):
             raise ValueError(f"max_objects must be None or a whole number >= 0, got {m!r}")
-
-
-def _unique_dir(root: Path, stem: str, used: set[str]) -> Path:
-    name, n = stem or "image", 2
-    while name in used:
-        name, n = f"{stem}_{n}", n + 1
-    used.add(name)
-    return root / name
 
 
 class TextSegmenter:
@@ -279,7 +274,7 @@ class TextSegmenter:
         (and its files are written). Bad options or a bad prompt raise before the first."""
         from tqdm.auto import tqdm
 
-        from textseg.export import save
+        from textseg.export import output_dir, save
 
         SegmentOptions(**options)  # bad options and a bad prompt fail once, up front
         self.detector.check_prompt(parse_prompt(prompt))
@@ -305,9 +300,15 @@ class TextSegmenter:
                 logger.debug("segmenting %s failed", name, exc_info=True)
                 item.error = f"{name}: {type(err).__name__}: {err}"
             if item.segmentation is not None and root is not None:
-                stem = Path(name).stem if isinstance(source, (str, os.PathLike)) else ""
-                item.out_dir = _unique_dir(root, stem or f"image_{index:04d}", used)
-                save(item.segmentation, item.out_dir)
+                path_like = isinstance(source, (str, os.PathLike))
+                try:  # a save error skips this image's files, never the rest of the batch
+                    folder, item.note = output_dir(
+                        root, name if path_like else None, used=used, fallback=f"image_{index:04d}"
+                    )
+                    save(item.segmentation, folder)
+                    item.out_dir = folder
+                except OSError as err:  # OutputError included
+                    item.error = f"{name}: not saved: {' '.join(str(err).split())}"
             yield item
 
     def segment_many(
@@ -324,7 +325,8 @@ class TextSegmenter:
 
         A bad image is logged and skipped (its BatchItem carries the error); the rest go on.
         out_dir: if given, each image's files are written to out_dir/<image stem>/ as soon
-            as it is done (see textseg.export.save).
+            as it is done (see textseg.export.save); a folder holding another image's
+            results is never written over: the next free <stem>_2, ... is used (item.note).
         options: keyword arguments of `segment` (box_threshold, nms_iou, ...).
         """
         items = []

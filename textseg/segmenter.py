@@ -20,6 +20,7 @@ import hashlib
 import logging
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,7 @@ from textseg.errors import ModelLoadError
 if TYPE_CHECKING:
     from textseg.device import Runtime
 
-__all__ = ["SAM2_SIZES", "Sam2Segmenter", "default_sam2"]
+__all__ = ["SAM2_SIZES", "Sam2Segmenter", "default_sam2", "sam2_config_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,34 @@ def compose_config(name: str, *, overrides: list[str] | tuple[str, ...] = ()) ->
     return cfg
 
 
+def sam2_config_name(name: str | os.PathLike) -> str | None:
+    """The name Hydra knows a config of the installed sam2 package by, for `name` given in
+    full ("configs/sam2.1/sam2.1_hiera_t.yaml"), without "configs/", or as the bare file
+    name (".yaml" optional); None when sam2 is missing or has no such config. Does not
+    import sam2."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("sam2")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    root = Path(next(iter(spec.submodule_search_locations)))
+    text = str(name).replace("\\", "/").strip("/")
+    if not text.endswith((".yaml", ".yml")):
+        text += ".yaml"
+    for candidate in (text, f"configs/{text}"):
+        if ".." not in candidate.split("/") and (root / candidate).is_file():
+            return candidate
+    matches = (
+        sorted((root / "configs").rglob(Path(text).name)) if (root / "configs").is_dir() else []
+    )
+    if len(matches) == 1:
+        return matches[0].relative_to(root).as_posix()
+    return None
+
+
 def _load_config(config: str | os.PathLike) -> Any:
     from omegaconf import OmegaConf
 
@@ -107,7 +136,15 @@ def _load_config(config: str | os.PathLike) -> Any:
         if "model" not in cfg:
             raise ModelLoadError(f"{path}: a SAM 2 config needs a top-level 'model' entry")
         return cfg
-    return compose_config(str(config))
+    _import_sam2()
+    name = sam2_config_name(config)
+    if name is None:
+        raise ModelLoadError(
+            f"sam2 has no config {str(config)!r}, and it is not a file; use a name like "
+            "'configs/sam2.1/sam2.1_hiera_t.yaml' (or just 'sam2.1_hiera_t.yaml') or a path "
+            "to a .yaml file"
+        )
+    return compose_config(name)
 
 
 def _instantiate(cfg: Any) -> Any:
@@ -134,13 +171,49 @@ def _load_weights(model: Any, checkpoint: str | os.PathLike) -> None:
     except Exception as err:
         raise ModelLoadError(f"{path}: not a readable torch checkpoint ({err})") from err
     state = state.get("model", state) if isinstance(state, dict) else state
+    if not isinstance(state, Mapping):
+        raise ModelLoadError(
+            f"{path} holds a {type(state).__name__}, not SAM 2 weights: a checkpoint is a "
+            "state dict (parameter name -> tensor) or {'model': state_dict}"
+        )
+    mismatch = _state_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise ModelLoadError(
+            f"{path} does not fit its config: {mismatch}; pass the config the checkpoint "
+            "was made with (--segmenter-config / config=)"
+        )
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
+    except (RuntimeError, TypeError) as err:
         raise ModelLoadError(
             f"{path} does not fit its config ({str(err).splitlines()[0]}); pass the config "
             "the checkpoint was made with"
         ) from err
+
+
+def _state_mismatch(own: Mapping[str, Any], state: Mapping[str, Any], *, show: int = 3) -> str:
+    """'' when `state` has exactly the model's keys and shapes, else a short account that
+    names the first few missing, unexpected and mis-shaped keys."""
+
+    def first(keys: list[str]) -> str:
+        more = f", ... ({len(keys) - show} more)" if len(keys) > show else ""
+        return ", ".join(keys[:show]) + more
+
+    missing = [k for k in own if k not in state]
+    unexpected = [str(k) for k in state if k not in own]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)} in the model"
+        for k, v in own.items()
+        if k in state and tuple(getattr(state[k], "shape", ())) != tuple(v.shape)
+    ]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys ({first(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys ({first(unexpected)})")
+    if shapes:
+        parts.append(f"{len(shapes)} keys of another shape ({first(shapes)})")
+    return "; ".join(parts)
 
 
 def _config_for_checkpoint(checkpoint: Path) -> str:

@@ -1,4 +1,5 @@
-"""The ipywidgets UI, driven through its plain callback functions (no browser)."""
+"""The ipywidgets UI, driven through its callbacks and through the widgets' own messages
+(the ones the browser sends: Enter in the prompt, ipyevents clicks on the picture)."""
 
 from __future__ import annotations
 
@@ -13,26 +14,89 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from textseg.ui import build_app, launch, run, upload_changed
+from textseg import Segmentation
+from textseg.draw import color_for
+from textseg.ui import (
+    DEFAULT_BACKEND,
+    TOO_LARGE_MARKER,
+    build_app,
+    clear,
+    launch,
+    run,
+    upload_changed,
+)
 
 
-def _upload(name: str, data: bytes, kind: str = "image/png") -> tuple[dict, ...]:
+def _upload(name: str, data: bytes, kind: str = "image/png", size: int | None = None):
     """What ipywidgets 8's FileUpload.value holds after a browser upload."""
     return (
         {
             "name": name,
             "type": kind,
-            "size": len(data),
+            "size": len(data) if size is None else size,
             "content": memoryview(data),
             "last_modified": datetime.datetime.now(tz=datetime.timezone.utc),
         },
     )
 
 
-def _png(sample_image) -> bytes:
+def _png(image: str | Image.Image) -> bytes:
     buf = io.BytesIO()
-    Image.open(sample_image).save(buf, format="PNG")
+    (Image.open(image) if not isinstance(image, Image.Image) else image).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def _message(widget, content: dict) -> None:
+    """Deliver a custom message from the browser to the widget, as the kernel does."""
+    widget._handle_msg(
+        {"content": {"data": {"method": "custom", "content": content}}, "buffers": []}
+    )
+
+
+def _click(app, x: float, y: float, kind: str = "click") -> None:
+    _message(app.events, {"event": kind, "type": kind, "dataX": x, "dataY": y})
+
+
+def _shown(app) -> Image.Image:
+    return Image.open(io.BytesIO(bytes(app.image.value)))
+
+
+def _zip(app) -> zipfile.ZipFile:
+    payload = re.search(r'href="data:application/zip;base64,([^"]+)"', app.download.value).group(1)
+    return zipfile.ZipFile(io.BytesIO(base64.b64decode(payload)))
+
+
+class FakeSegmenter:
+    """Records what the UI passes; one object, its box the first clicked box (or fixed)."""
+
+    def __init__(self, found: int = 1):
+        self.calls: list[dict] = []
+        self.found = found
+        self.text_match = None
+
+    def segment(self, image, prompt=None, *, box_threshold=0.35, text_threshold=0.25,
+                boxes=None, points=None, point_labels=None):  # fmt: skip
+        call = dict(prompt=prompt, box_threshold=box_threshold, text_threshold=text_threshold)
+        call.update({k: v for k, v in (("boxes", boxes), ("points", points),
+                                       ("point_labels", point_labels)) if v is not None})  # fmt: skip
+        self.calls.append(call)
+        h, w = image.height, image.width
+        n = self.found
+        masks = np.zeros((n, h, w), bool)
+        masks[:, h // 4 : h // 2, w // 4 : w // 2] = True
+        seg = Segmentation(
+            boxes=np.tile([w / 4, h / 4, w / 2, h / 2], (n, 1)), scores=np.full(n, 0.8),
+            labels=["cat"] * n, masks=masks, mask_scores=np.full(n, 0.9), image_size=(h, w),
+            prompt="cat.", phrases=("cat",), image=image,
+        )  # fmt: skip
+        if self.text_match is not None:
+            seg.text_match = self.text_match[:n]
+        return seg
+
+
+class TextOnlySegmenter(FakeSegmenter):
+    def segment(self, image, prompt, *, box_threshold=0.35, text_threshold=0.25):
+        return super().segment(image, prompt, box_threshold=box_threshold)
 
 
 @pytest.fixture
@@ -43,25 +107,110 @@ def app(text_segmenter):
     return app
 
 
-def test_upload_then_run_shows_overlay_table_and_download(app, sample_image):
+def test_nothing_shown_before_upload_then_a_preview(app, sample_image):
+    assert app.image.layout.display == "none" and len(bytes(app.image.value)) == 0
     app.upload.value = _upload("street.png", _png(sample_image))
     assert "street.png" in app.status.value and "ready" in app.status.value
+    assert app.image.layout.display != "none" and _shown(app).size == (320, 240)
+    assert app.table.value == "" and app.download.value == ""
+
+
+def test_upload_then_run_shows_overlay_table_with_colour_key_and_download(app, sample_image):
+    app.upload.value = _upload("street.png", _png(sample_image))
     app.prompt.value = "cat, remote"
     run(app)
-    assert not app.run_button.disabled
-    shown = Image.open(io.BytesIO(bytes(app.image.value)))
-    assert shown.format == "PNG" and shown.size == (320, 240)
+    assert not app.run_button.disabled and not app.clear_button.disabled
+    assert _shown(app).size == (320, 240)
     seg = app.last
     assert seg is not None and len(seg) > 0
-    rows = re.findall(r"<tr><td>(\d+)</td><td>([^<]*)</td>", app.table.value)
-    assert len(rows) == len(seg) and {label for _, label in rows} <= {"cat", "remote"}
+    rows = re.findall(
+        r'<tr><td><span class="textseg-swatch" style="background:rgb\((\d+),(\d+),(\d+)\)">'
+        r"</span></td><td>(\d+)</td><td>([^<]*)</td>",
+        app.table.value,
+    )
+    assert len(rows) == len(seg) and {row[4] for row in rows} <= {"cat", "remote"}
+    assert [tuple(map(int, row[:3])) for row in rows] == [color_for(i) for i in range(len(seg))]
+    assert "text match" not in app.table.value  # the tiny pipeline gives no text_match
     assert "street.png" in app.status.value and f"{len(seg)} object" in app.status.value
-    payload = re.search(r'href="data:application/zip;base64,([^"]+)"', app.download.value).group(1)
-    with zipfile.ZipFile(io.BytesIO(base64.b64decode(payload))) as zf:
+    with _zip(app) as zf:
         names = zf.namelist()
         data = json.loads(zf.read("segmentation.json"))
-    assert "overlay.png" in names and sum(n.startswith("mask_") for n in names) == len(seg)
+    assert "overlay.jpg" in names and sum(n.startswith("mask_") for n in names) == len(seg)
     assert data["source"] == "street.png" and len(data["objects"]) == len(seg)
+
+
+def test_enter_in_the_prompt_runs(sample_image):
+    fake = FakeSegmenter()
+    app = build_app(fake)
+    app.upload.value = _upload("a.png", _png(sample_image))
+    app.prompt.value = "cat"
+    _message(app.prompt, {"event": "submit"})  # what the browser sends on Enter
+    assert len(fake.calls) == 1 and fake.calls[0]["prompt"] == "cat"
+    assert app.last is not None and "1 object" in app.status.value
+
+
+def test_enter_waits_for_the_last_keystrokes_of_the_prompt(sample_image):
+    """In the browser, Enter overtakes the prompt's held-back keystrokes: the run waits for
+    the prompt to settle, and runs once with its final value."""
+    import asyncio
+
+    fake = FakeSegmenter()
+    app = build_app(fake)
+    app.upload.value = _upload("a.png", _png(sample_image))
+
+    async def typing_fast_then_enter():
+        app.prompt.value = "c"
+        _message(app.prompt, {"event": "submit"})  # arrives before "ca", "cat"
+        await asyncio.sleep(0.05)
+        app.prompt.value = "ca"
+        await asyncio.sleep(0.05)
+        app.prompt.value = "cat"
+        assert fake.calls == []
+        await asyncio.sleep(0.5)
+
+    asyncio.run(typing_fast_then_enter())
+    assert [c["prompt"] for c in fake.calls] == ["cat"]
+    assert app.timer is None
+
+
+def test_large_pictures_are_shown_small_and_downloaded_full_size(sample_image):
+    big = Image.open(sample_image).resize((3000, 2000))
+    app = build_app(FakeSegmenter())
+    app.upload.value = _upload("big.png", _png(big))
+    assert _shown(app).size == (640, 427)
+    app.prompt.value = "cat"
+    run(app)
+    assert _shown(app).size == (640, 427) and len(bytes(app.image.value)) < 200_000
+    with _zip(app) as zf:
+        mask = Image.open(io.BytesIO(zf.read("mask_00_cat.png")))
+        overlay = Image.open(io.BytesIO(zf.read("overlay.jpg")))
+    assert mask.size == (3000, 2000) and overlay.size == (3000, 2000)
+
+
+def test_a_too_large_upload_says_the_limit_and_drops_the_old_picture(sample_image):
+    fake = FakeSegmenter()
+    app = build_app(fake, max_upload_bytes=5_000_000)
+    app.upload.value = _upload("ok.png", _png(sample_image))
+    assert app.picture is not None
+    # The page's guard sends a marker instead of the 12 MB file; its real size comes along.
+    app.upload.value = _upload("huge.png", TOO_LARGE_MARKER, size=12_345_678)
+    assert "huge.png is 12.3 MB, over the 5.0 MB upload limit" in app.status.value
+    assert app.picture is None and app.image.layout.display == "none"
+    app.prompt.value = "cat"
+    run(app)
+    assert fake.calls == [] and "upload limit" in app.status.value  # the old picture is gone
+    # Without the guard (e.g. a server with a raised limit) the size still decides.
+    app.upload.value = _upload("big.png", _png(sample_image), size=6_000_000)
+    assert "over the 5.0 MB upload limit" in app.status.value and app.picture is None
+
+
+def test_download_only_when_something_was_found(sample_image):
+    app = build_app(FakeSegmenter(found=0))
+    app.upload.value = _upload("a.png", _png(sample_image))
+    app.prompt.value = "cat"
+    run(app)
+    assert app.last is not None and len(app.last) == 0
+    assert app.download.value == "" and "No objects found" in app.table.value
 
 
 def test_models_load_lazily_once_with_a_visible_loading_state(text_segmenter, sample_image):
@@ -81,6 +230,119 @@ def test_models_load_lazily_once_with_a_visible_loading_state(text_segmenter, sa
     status, disabled = seen[0]
     assert "loading models" in status and disabled  # the button is off while it works
     assert not app.run_button.disabled and "a.png" in app.status.value
+
+
+def test_the_backend_menu_reaches_from_pretrained_only_when_not_the_default(
+    monkeypatch, sample_image
+):
+    from textseg.pipeline import TextSegmenter
+
+    calls = []
+
+    def from_pretrained(**kwargs):
+        calls.append(kwargs)
+        return FakeSegmenter()
+
+    monkeypatch.setattr(TextSegmenter, "from_pretrained", staticmethod(from_pretrained))
+    app = build_app()
+    app.upload.value = _upload("a.png", _png(sample_image))
+    app.prompt.value = "cat"
+    assert app.backend.value == DEFAULT_BACKEND
+    run(app)
+    app.backend.value = "sam3"
+    run(app)
+    run(app)  # built once per backend
+    assert calls == [{}, {"backend": "sam3"}]
+    assert set(app.segmenters) == {DEFAULT_BACKEND, "sam3"}
+
+
+def test_a_factory_may_take_the_backend(sample_image):
+    asked = []
+
+    def factory(backend=None):
+        asked.append(backend)
+        return FakeSegmenter()
+
+    app = build_app(factory)
+    app.upload.value = _upload("a.png", _png(sample_image))
+    app.prompt.value = "cat"
+    app.backend.value = "sam3"
+    run(app)
+    assert asked == ["sam3"]
+
+
+def test_text_match_is_a_table_column_when_present(sample_image):
+    fake = FakeSegmenter(found=2)
+    fake.text_match = [0.91, None]
+    app = build_app(fake)
+    app.upload.value = _upload("a.png", _png(sample_image))
+    app.prompt.value = "cat"
+    run(app)
+    assert "<th>text match</th>" in app.table.value
+    assert "<td>0.91</td>" in app.table.value and "<td>\u2013</td>" in app.table.value
+
+
+def test_clicks_become_points_and_boxes_in_picture_pixels(sample_image):
+    fake = FakeSegmenter()
+    app = build_app(fake)
+    big = Image.open(sample_image).resize((1280, 880))  # shown at 640×440: scale 0.5
+    app.upload.value = _upload("a.png", _png(big))
+    before = np.asarray(_shown(app)).astype(int)
+    _click(app, 100, 50)  # + point
+    app.mode.value = "negative"
+    _click(app, 300, 200)
+    app.mode.value = "box"
+    _click(app, 10, 20)  # two corners...
+    _click(app, 60, 80)
+    _click(app, 400, 300, "mousedown")  # ... or a drag, then the click the browser adds
+    _click(app, 500, 420, "mouseup")
+    _click(app, 500, 420)
+    assert app.points == [(200.0, 100.0, 1), (600.0, 400.0, 0)]
+    assert app.boxes == [(20.0, 40.0, 120.0, 160.0), (800.0, 600.0, 1000.0, 840.0)]
+    assert "2 points, 2 boxes" in app.status.value
+    after = np.asarray(_shown(app)).astype(int)
+    g = after[50, 100]
+    assert g[1] > 150 and g[0] < 100 and np.abs(after[50, 100] - before[50, 100]).sum() > 60
+    r = after[200, 300]
+    assert r[0] > 150 and r[1] < 100  # the negative point is drawn red
+    run(app)
+    call = fake.calls[-1]
+    np.testing.assert_allclose(call["points"], [[200, 100], [600, 400]])
+    np.testing.assert_array_equal(call["point_labels"], [1, 0])
+    np.testing.assert_allclose(call["boxes"], [[20, 40, 120, 160], [800, 600, 1000, 840]])
+    assert call["prompt"] is None  # no words typed: the clicks alone
+    app.prompt.value = "cat"
+    run(app)
+    assert fake.calls[-1]["prompt"] == "cat" and "boxes" in fake.calls[-1]
+
+
+def test_clear_removes_clicks_and_result_and_text_only_runs_pass_no_clicks(sample_image):
+    fake = FakeSegmenter()
+    app = build_app(fake)
+    app.upload.value = _upload("a.png", _png(sample_image))
+    preview = bytes(app.image.value)
+    _click(app, 10, 10)
+    app.prompt.value = "cat"
+    run(app)
+    assert app.last is not None and app.download.value
+    _message(app.clear_button, {"event": "click"})  # the Clear button's message
+    assert app.points == [] and app.boxes == [] and app.last is None
+    assert app.table.value == "" and app.download.value == ""
+    assert bytes(app.image.value) == preview and app.prompt.value == "cat"
+    run(app)
+    assert set(fake.calls[-1]) == {"prompt", "box_threshold", "text_threshold"}
+
+
+def test_clicks_with_a_segmenter_that_takes_none_say_so(sample_image):
+    app = build_app(TextOnlySegmenter())
+    app.upload.value = _upload("a.png", _png(sample_image))
+    _click(app, 10, 10)
+    app.prompt.value = "cat"
+    run(app)
+    assert "takes no clicked points" in app.status.value and "Clear" in app.status.value
+    clear(app)
+    run(app)
+    assert app.last is not None  # text only works with it
 
 
 @pytest.mark.parametrize(
@@ -104,21 +366,19 @@ def test_errors_show_as_a_message_not_a_traceback(app, sample_image, upload, pro
     assert re.search(message, app.status.value)
     assert "Error" in app.status.value and "Traceback" not in app.status.value
     assert not app.run_button.disabled
-    assert app.image.value in (b"", None) or len(bytes(app.image.value)) == 0
+    assert app.last is None and app.table.value == "" and app.download.value == ""
 
 
 def test_a_new_upload_clears_the_old_result(app, sample_image):
     app.upload.value = _upload("one.png", _png(sample_image))
     app.prompt.value = "cat"
     run(app)
-    assert len(bytes(app.image.value)) > 0
-    gray = io.BytesIO()
-    Image.fromarray(np.full((20, 30), 128, np.uint8)).save(gray, format="PNG")
-    app.upload.value = _upload("two.png", gray.getvalue())
+    assert app.last is not None and app.download.value
+    gray = Image.fromarray(np.full((20, 30), 128, np.uint8))
+    app.upload.value = _upload("two.png", _png(gray))
     upload_changed(app)
-    assert (
-        len(bytes(app.image.value)) == 0 and app.table.value == "" and "two.png" in app.status.value
-    )
+    assert app.table.value == "" and app.download.value == "" and app.last is None
+    assert "two.png" in app.status.value and _shown(app).size == (30, 20)
 
 
 def test_launch_returns_a_widget_with_the_controls(text_segmenter):
@@ -133,6 +393,8 @@ def test_launch_returns_a_widget_with_the_controls(text_segmenter):
             yield from walk(child)
 
     kinds = {type(x).__name__ for x in walk(root)}
-    assert {"FileUpload", "Text", "FloatSlider", "Button", "Image", "HTML"} <= kinds
+    assert {"FileUpload", "Text", "FloatSlider", "Button", "Image", "HTML", "Dropdown"} <= kinds
     upload = next(x for x in walk(root) if isinstance(x, w.FileUpload))
     assert upload.accept == ".jpg,.jpeg,.png,.webp"
+    sliders = [x for x in walk(root) if isinstance(x, w.FloatSlider)]
+    assert all(s.tooltip for s in sliders)  # the thresholds are explained
