@@ -164,7 +164,8 @@ def test_q2_set_up_on_colab_installs_metas_sam2_then_the_package(notebooks, tmp_
     nb.cells = [c for c in nb.cells if "setup" in c.metadata.get("tags", [])]
     assert len(nb.cells) == 1
     report, text = run_on_fake_colab(nb, {"sam2", "textseg"}, tmp_path)
-    sam2, package = report["pip"]
+    sam2, extras, package = report["pip"]
+    assert extras["cmd"][-2:] == ["ipyevents>=2.0", "av>=14"]  # not on Colab, not in --no-deps
     assert sam2["cmd"][-1] == f"git+https://github.com/facebookresearch/sam2.git@{SAM2_COMMIT}"
     assert "--no-build-isolation" in sam2["cmd"] and sam2["SAM2_BUILD_CUDA"] == "0"
     assert package["cmd"][-2:] == ["--no-deps", f"git+{URL}"]
