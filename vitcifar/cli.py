@@ -223,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _train(args: argparse.Namespace) -> int:
     from vitcifar.checkpoint import RunFolder, load_checkpoint
     from vitcifar.data import load_splits
+    from vitcifar.distributed import Distributed
     from vitcifar.evaluate import evaluate
     from vitcifar.model import ViTConfig
     from vitcifar.train import config_for_preset, train
@@ -253,6 +254,9 @@ def _train(args: argparse.Namespace) -> int:
         ckpt = load_checkpoint(last)
         source = ckpt.get("data", {}).get("source") or source
         model_cfg = ViTConfig.from_dict(ckpt["model_config"])
+    dist = Distributed.from_env()  # under torchrun: rank 0 downloads first, then the others read
+    if not dist.is_main:
+        dist.barrier()
     splits = load_splits(
         source["data"],
         data_root=args.data_root,
@@ -260,18 +264,22 @@ def _train(args: argparse.Namespace) -> int:
         subset=source["subset"],
         seed=source["seed"],
         image_size=model_cfg.image_size,
-        progress=not args.quiet,
+        progress=not args.quiet and dist.is_main,
     )
+    if dist.is_main:
+        dist.barrier()
     model_cfg = replace(model_cfg, num_classes=len(splits.classes))
-    print(
+    say = print if dist.is_main else (lambda *a, **k: None)  # one process speaks
+    say(
         f"data: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test images, "
         f"{len(splits.classes)} classes"
+        + (f"; {dist.world_size} processes" if dist.enabled else "")
     )
     run = train(model_cfg, splits, cfg, args.out, resume=args.resume, progress=not args.quiet)
-    print(
+    say(
         f"best validation accuracy {run.best_val_acc:.4f} at epoch {run.best_epoch}; run folder {run.out_dir}"
     )
-    if not args.no_eval:
+    if not args.no_eval and dist.is_main:
         report = evaluate(run.out_dir / "best.pt", splits.test, device=args.device)
         print(report.summary())
         print("wrote " + ", ".join(str(p) for p in report.files.values()))

@@ -27,6 +27,7 @@ from torch import nn
 
 from vitcifar.checkpoint import FORMAT, CheckpointError, RunFolder, load_checkpoint, load_state_into
 from vitcifar.data import AugmentConfig, BatchLoader, DataError, SampleLoader, Splits, eval_batches
+from vitcifar.distributed import Distributed
 from vitcifar.model import PRESETS, ViT, ViTConfig, check_choice
 
 __all__ = [
@@ -364,8 +365,9 @@ def _rng_state() -> dict[str, Any]:
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate((3, tuple(state["python"]), None))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and torch.cuda.is_available():  # as many GPUs as both runs have
+        for i, gpu_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(gpu_state, i)
 
 
 def _make_loader(splits: Splits, cfg: TrainConfig, device: torch.device):
@@ -429,14 +431,16 @@ class _Stepper:
         amp: torch.dtype | None,
         device: torch.device,
         ema: nn.Module | None = None,
+        wrapped: nn.Module | None = None,
         compile_fn=None,
     ) -> None:
         self.model, self.opt, self.sched, self.scaler, self.cfg = model, opt, sched, scaler, cfg
         self.amp, self.device, self.ema = amp, device, ema
+        self.net = wrapped if wrapped is not None else model  # what the forward runs (DDP or model)
         self.compiled = None
         if compile_fn is not None:
             try:
-                self.compiled = compile_fn(model)
+                self.compiled = compile_fn(self.net)
             except Exception as err:  # noqa: BLE001 - any compiler failure means: run eagerly
                 self._fallback(err)
 
@@ -464,9 +468,9 @@ class _Stepper:
                 logits, loss = self._forward_backward(self.compiled, x, y)
             except Exception as err:  # noqa: BLE001
                 self._fallback(err)
-                logits, loss = self._forward_backward(self.model, x, y)
+                logits, loss = self._forward_backward(self.net, x, y)
         else:
-            logits, loss = self._forward_backward(self.model, x, y)
+            logits, loss = self._forward_backward(self.net, x, y)
         if self.cfg.grad_clip:
             self.scaler.unscale_(self.opt)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
@@ -560,6 +564,10 @@ def train(
     ``resume=True`` without ``last.pt`` is an error, and so is a folder that holds another run's
     files but no ``last.pt``. ``stop_after`` ends this call after that many epochs (the schedule
     still spans ``cfg.epochs``); calling again continues, e.g. across Colab sessions.
+
+    Under ``torchrun`` (``vitcifar.distributed``) every process calls ``train`` alike: each takes
+    its shard of every global batch of ``cfg.batch_size``, and rank 0 alone writes the run folder.
+    A run may resume with another number of processes.
     """
     from tqdm.auto import tqdm
 
@@ -595,10 +603,15 @@ def train(
         raise DataError(
             f"the model has num_classes={model_cfg.num_classes} but the data has {len(splits.classes)} classes"
         )
-    folder.ensure_writable()
-    folder.reconcile(state)
+    dist = Distributed.from_env()
+    dist.check_batch(cfg.batch_size)
+    if dist.is_main:
+        folder.ensure_writable()
+        folder.reconcile(state)
+    dist.barrier()
+    progress = progress and dist.is_main
 
-    device = resolve_device(cfg.device)
+    device = dist.device(resolve_device(cfg.device))
     amp = resolve_amp(cfg.amp, device)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -624,6 +637,8 @@ def train(
     )
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
     runtime = {"device": device.type, "amp": str(amp).replace("torch.", "") if amp else "off"}
+    if dist.enabled:
+        runtime["processes"] = dist.world_size
     start_epoch, best, history = 0, (-1.0, -1), []
     if state is not None:
         load_state_into(model, state["model"], folder.last)
@@ -655,6 +670,7 @@ def train(
         amp=amp,
         device=device,
         ema=ema,
+        wrapped=dist.wrap(model),
         compile_fn=torch.compile if cfg.compile else None,
     )
     val_set = splits.val if len(splits.val) else splits.test
@@ -666,7 +682,7 @@ def train(
         phase, t0 = "training", time.perf_counter()
         try:
             loader.set_epoch(epoch, mix=epoch < cfg.mix_epochs)
-            row = _train_epoch(step, loader, epoch, cfg, device, amp, folder, progress)
+            row = _train_epoch(step, loader, epoch, cfg, device, amp, folder, progress, dist)
             phase = "evaluation"
             val_loss, val_acc, _ = evaluate_model(
                 ema if ema is not None else model,
@@ -692,8 +708,8 @@ def train(
         is_best = val_acc > best[0]
         if is_best:
             best = (val_acc, epoch + 1)
-        folder.commit(
-            _checkpoint(
+        if dist.is_main:
+            ckpt = _checkpoint(
                 model,
                 ema,
                 opt,
@@ -706,22 +722,23 @@ def train(
                 cfg,
                 data,
                 runtime,
-            ),
-            is_best=is_best,
-        )
+            )
+            folder.commit(ckpt, is_best=is_best)
+        dist.barrier()
         msg = (
             f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  train acc {row['train_acc']:.4f}  "
             f"val acc {val_acc:.4f}  {row['seconds']:.1f}s  {row['images_per_s']:.0f} img/s"
         )
         if progress:
             tqdm.write(msg)
-        else:
+        elif dist.is_main:
             log.info(msg)
     return RunResult(folder.path, history, best[0], best[1])
 
 
-def _train_epoch(step, loader, epoch, cfg, device, amp, folder, progress) -> dict[str, Any]:
-    """One pass over ``loader``; returns the epoch's training row of the history."""
+def _train_epoch(step, loader, epoch, cfg, device, amp, folder, progress, dist) -> dict[str, Any]:
+    """One pass over ``loader`` (this rank's shard of each global batch); returns the epoch's
+    training row of the history, summed over all ranks."""
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
@@ -738,8 +755,8 @@ def _train_epoch(step, loader, epoch, cfg, device, amp, folder, progress) -> dic
         dynamic_ncols=True,
     )
     for i, (x, y) in enumerate(bar):
-        x = x.to(device, non_blocking=True)
-        y = y.to(device, non_blocking=True)
+        x = dist.shard(x).to(device, non_blocking=True)
+        y = dist.shard(y).to(device, non_blocking=True)
         logits, loss = step(x, y)
         loss_sum += loss.detach() * len(x)
         correct += (logits.argmax(-1) == y.argmax(-1)).sum()
@@ -758,6 +775,9 @@ def _train_epoch(step, loader, epoch, cfg, device, amp, folder, progress) -> dic
                 lr=f"{step.sched.get_last_lr()[0]:.2e}",
                 ips=f"{seen / (time.perf_counter() - t0):.0f}",
             )
+    total = torch.tensor(float(seen), device=device)
+    dist.sum(loss_sum, correct, total)  # the global batch's numbers, as in one process
+    seen = float(total)
     train_seconds = time.perf_counter() - t0
     return {
         "epoch": epoch + 1,

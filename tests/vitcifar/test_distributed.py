@@ -1,0 +1,154 @@
+"""Data-parallel training under torchrun on the CPU (gloo, 2 processes): the same weights as one
+process with the same global batch, resume with another number of processes, and the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from vitcifar.checkpoint import load_checkpoint
+from vitcifar.data import load_splits
+from vitcifar.distributed import Distributed
+from vitcifar.model import ViTConfig
+from vitcifar.train import TrainConfig, train
+
+pytestmark = pytest.mark.slow
+
+# The Python API, as each process under torchrun runs it.
+WORKER = """
+import sys
+import torch
+from vitcifar.data import load_splits
+from vitcifar.model import ViTConfig
+from vitcifar.train import TrainConfig, train
+
+data, out, loader, stop = sys.argv[1:5]
+torch.set_num_threads(1)
+splits = load_splits(data, val_size=16, subset=64, progress=False)
+model = ViTConfig(patch_size=8, dim=32, depth=2, heads=2, num_classes=4, dropout=0.0, emb_dropout=0.0)
+cfg = TrainConfig(epochs=2, batch_size=16, lr=3e-3, warmup_frac=0.1, device="cpu", num_workers=0, loader=loader)
+train(model, splits, cfg, out, progress=False, stop_after=None if stop == "all" else int(stop))
+"""
+
+
+def torchrun(n: int, *args: str) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(n),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def one_process(image_folder, out, loader, stop_after=None):
+    splits = load_splits(str(image_folder), val_size=16, subset=64, progress=False)
+    model = ViTConfig(
+        patch_size=8, dim=32, depth=2, heads=2, num_classes=4, dropout=0.0, emb_dropout=0.0
+    )
+    cfg = TrainConfig(
+        epochs=2,
+        batch_size=16,
+        lr=3e-3,
+        warmup_frac=0.1,
+        device="cpu",
+        num_workers=0,
+        loader=loader,
+    )
+    return train(model, splits, cfg, out, progress=False, stop_after=stop_after)
+
+
+def assert_close_runs(a, b):
+    ca, cb = load_checkpoint(a / "last.pt"), load_checkpoint(b / "last.pt")
+    assert ca["epoch"] == cb["epoch"] == 2
+    for k in ca["model"]:
+        a, b = ca["model"][k].clone(), cb["model"][k].clone()
+        if k.endswith("attn.qkv.bias"):
+            # The key bias cancels in the softmax: its gradient is pure rounding noise, which Adam
+            # scales up to lr-sized steps, so only it is compared loosely (lr 3e-3, 8 steps).
+            assert torch.allclose(a[32:64], b[32:64], atol=1e-4), k
+            a[32:64] = b[32:64] = 0
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5), k
+    for ra, rb in zip(ca["history"], cb["history"]):
+        assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-4)
+        assert ra["val_acc"] == pytest.approx(rb["val_acc"], abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ddp") / "worker.py"
+    path.write_text(WORKER)
+    return str(path)
+
+
+@pytest.mark.parametrize("loader", ["sample", "batch"])
+def test_two_processes_equal_one_with_the_same_global_batch(worker, image_folder, tmp_path, loader):
+    torchrun(2, worker, str(image_folder), str(tmp_path / "ddp"), loader, "all")
+    one_process(image_folder, tmp_path / "one", loader)
+    assert_close_runs(tmp_path / "ddp", tmp_path / "one")
+    ckpt = load_checkpoint(tmp_path / "ddp" / "last.pt")
+    assert ckpt["runtime"]["processes"] == 2
+    assert not [p for p in (tmp_path / "ddp").iterdir() if p.suffix == ".tmp"]
+
+
+def test_killed_two_process_run_resumes_in_one_process(worker, image_folder, tmp_path):
+    torchrun(
+        2, worker, str(image_folder), str(tmp_path / "run"), "batch", "1"
+    )  # then the machine goes
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
+    run = one_process(image_folder, tmp_path / "run", "batch")  # one GPU left
+    assert [r["epoch"] for r in run.history] == [1, 2]
+    one_process(image_folder, tmp_path / "straight", "batch")
+    assert_close_runs(tmp_path / "run", tmp_path / "straight")
+
+
+def test_torchrun_cli_trains_with_one_speaker(image_folder, tmp_path):
+    done = torchrun(
+        2,
+        "-m",
+        "vitcifar",
+        "train",
+        "--data",
+        str(image_folder),
+        "--subset",
+        "32",
+        "--val-size",
+        "8",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--device",
+        "cpu",
+        "--num-workers",
+        "0",
+        "--out",
+        str(tmp_path / "run"),
+        "--quiet",
+        "--no-eval",
+    )
+    assert done.stdout.count("data: 32 train / 8 val / 64 test images, 4 classes; 2 processes") == 1
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
+
+
+def test_shards_cover_the_global_batch_and_odd_batches_are_refused():
+    x = torch.arange(12)
+    parts = [Distributed(rank=r, world_size=3).shard(x) for r in range(3)]
+    assert torch.equal(torch.cat(parts), x)
+    with pytest.raises(
+        ValueError, match="--batch-size 10 .* over 3 processes; use a multiple of 3"
+    ):
+        Distributed(rank=0, world_size=3).check_batch(10)
+    assert torch.equal(Distributed().shard(x), x)
