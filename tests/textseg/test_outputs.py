@@ -174,7 +174,7 @@ def test_cli_save_error_skips_one_image_not_the_batch(model_dirs, sample_image, 
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if "b.png" in line]
     assert len(lines) == 1 and "skipped" in lines[0] and "not saved" in lines[0]
-    assert "2 of 3 images done, 1 skipped" in err and "Traceback" not in err
+    assert "2 of 3 inputs done, 1 skipped" in err and "Traceback" not in err
     assert (out / "a" / "segmentation.json").is_file() and (
         out / "c" / "segmentation.json"
     ).is_file()
