@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from textseg.errors import PromptError
+
 __all__ = ["BoxesInput", "PointsInput", "UserPrompts", "parse_user_prompts"]
 
 # (N, 4) XYXY pixels, or {name: (x0, y0, x1, y1)}
@@ -43,21 +45,21 @@ def _numbers(value: object, what: str, shape: tuple[int, ...]) -> np.ndarray:
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{what} must be numbers, got {value!r}") from err
+        raise PromptError(f"{what} must be numbers, got {value!r}") from err
     if array.size == 0 and shape[0] == -1:
         return array.reshape(0, *shape[1:])
     if array.ndim != len(shape) or any(s not in (-1, a) for s, a in zip(shape, array.shape)):
         want = " × ".join("N" if s == -1 else str(s) for s in shape)
-        raise ValueError(f"{what} must have shape ({want}), got {array.shape}")
+        raise PromptError(f"{what} must have shape ({want}), got {array.shape}")
     if not np.isfinite(array).all():
-        raise ValueError(f"{what} must be finite numbers, got {value!r}")
+        raise PromptError(f"{what} must be finite numbers, got {value!r}")
     return array
 
 
 def _name(name: object, what: str) -> str:
     text = " ".join(str(name).split())
     if not text:
-        raise ValueError(f"{what} needs a non-empty name")
+        raise PromptError(f"{what} needs a non-empty name")
     return text
 
 
@@ -74,7 +76,7 @@ def _parse_boxes(boxes: BoxesInput, *, height: int, width: int) -> tuple[np.ndar
     out[:, 1::2] = out[:, 1::2].clip(0, height)
     for name, raw, box in zip(names, array, out):
         if not (box[2] > box[0] and box[3] > box[1]):
-            raise ValueError(
+            raise PromptError(
                 f"{name} {[round(float(v), 1) for v in raw]} has no area inside the "
                 f"{width}x{height} image; give x0 < x1 and y0 < y1 in pixels (XYXY)"
             )
@@ -86,11 +88,11 @@ def _parse_points(
 ) -> tuple[np.ndarray, np.ndarray]:
     xy = _numbers(points, f"points of {name!r}", (-1, 2))
     if len(xy) == 0:
-        raise ValueError(f"{name!r} has no points; give (x, y) pixels")
+        raise PromptError(f"{name!r} has no points; give (x, y) pixels")
     outside = (xy[:, 0] < 0) | (xy[:, 0] > width) | (xy[:, 1] < 0) | (xy[:, 1] > height)
     if outside.any():
         x, y = xy[np.flatnonzero(outside)[0]]
-        raise ValueError(
+        raise PromptError(
             f"point ({x:g}, {y:g}) of {name!r} is outside the {width}x{height} image; "
             "points are (x, y) pixels"
         )
@@ -99,13 +101,13 @@ def _parse_points(
     else:
         raw = np.asarray(labels).reshape(-1)
         if raw.shape != (len(xy),) or not np.isin(raw, (0, 1)).all():
-            raise ValueError(
+            raise PromptError(
                 f"point_labels of {name!r} must be one 1 (on the object) or 0 (not on it) "
                 f"per point ({len(xy)}), got {labels!r}"
             )
         lab = raw.astype(np.int64)
     if not (lab == 1).any():
-        raise ValueError(f"{name!r} has only negative points; click at least one on the object")
+        raise PromptError(f"{name!r} has only negative points; click at least one on the object")
     return xy.astype(np.float32), lab
 
 
@@ -129,15 +131,15 @@ def parse_user_prompts(
         out.boxes, out.box_names = _parse_boxes(boxes, height=height, width=width)
     if points is None:
         if point_labels is not None:
-            raise ValueError("point_labels were given without points")
+            raise PromptError("point_labels were given without points")
         return out
     if isinstance(points, Mapping):
         labels = point_labels if point_labels is not None else {}
         if not isinstance(labels, Mapping):
-            raise ValueError("with points given by name, give point_labels by name too")
+            raise PromptError("with points given by name, give point_labels by name too")
         unknown = set(labels) - set(points)
         if unknown:
-            raise ValueError(f"point_labels name objects without points: {sorted(unknown)}")
+            raise PromptError(f"point_labels name objects without points: {sorted(unknown)}")
         groups = [(_name(k, "a point group"), v, labels.get(k)) for k, v in points.items()]
     else:
         groups = [("point", points, point_labels)]
