@@ -90,7 +90,8 @@ def import_sam3() -> Any:
         raise ModelLoadError(
             "transformers is not installed; run `pip install 'transformers>=5'`"
         ) from err
-    if not (hasattr(transformers, "Sam3Model") and hasattr(transformers, "Sam3Processor")):
+    names = ("Sam3Model", "Sam3Processor")
+    if any(getattr(transformers, name, None) is None for name in names):
         raise ModelLoadError(
             "SAM 3 needs a transformers release with Sam3Model and Sam3Processor (5.0 or "
             f"newer); this environment has transformers {transformers.__version__}. Run "
