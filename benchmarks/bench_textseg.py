@@ -75,6 +75,23 @@ def plain_composition(model, processor, predictor, image, text: str, objects: in
     return masks, boxes
 
 
+class PartTimer:
+    """Seconds spent inside some submodules, summed over calls (forward hooks)."""
+
+    def __init__(self, modules: dict) -> None:
+        self.seconds = {name: 0.0 for name in modules}
+        self._start: dict[str, float] = {}
+        for name, module in modules.items():
+            module.register_forward_pre_hook(lambda *_, n=name: self._enter(n))
+            module.register_forward_hook(lambda *_, n=name: self._leave(n))
+
+    def _enter(self, name: str) -> None:
+        self._start[name] = time.perf_counter()
+
+    def _leave(self, name: str) -> None:
+        self.seconds[name] += time.perf_counter() - self._start.pop(name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
@@ -129,21 +146,35 @@ def main() -> None:
     ts.segment(warm, "warm up", **opts)
     ts.segment(warm, "warm up", detector_size=args.small, **opts)
 
+    inner = model.model
+    parts = PartTimer(
+        {
+            "image backbone": inner.backbone,
+            "text encoder": inner.text_backbone,
+            "encoder (text-conditioned)": inner.encoder,
+            "decoder": inner.decoder,
+        }
+    )
     rows: dict[str, list[float]] = {
         k: [] for k in ("plain", "first", "second", "sfirst", "ssecond")
     }
     for i in range(args.repeats):
         image, other = load_image(images[i]), load_image(images[args.repeats + i])
-        rows["plain"].append(
-            _timed(plain_composition, model, processor, predictor, image, "cat. remote.",
-                   args.objects)[0]
-        )  # fmt: skip
+        plain = (plain_composition, model, processor, predictor, image, "cat. remote.")
+        if i % 2:  # alternate who goes first, against drifting load on a shared machine
+            rows["plain"].append(_timed(*plain, args.objects)[0])
         runs = ts.detector.backbone_runs
+        before = dict(parts.seconds)
         rows["first"].append(_timed(ts.segment, image, "cat, remote", **opts)[0])
+        first_parts = {k: parts.seconds[k] - before[k] for k in before}
+        if i % 2 == 0:
+            rows["plain"].append(_timed(*plain, args.objects)[0])
         encodes = ts.segmenter.encode_count
         rows["second"].append(_timed(ts.segment, image, "skateboard, cap", **opts)[0])
         assert ts.segmenter.encode_count == encodes, "the second prompt re-encoded the image"
         assert ts.detector.backbone_runs == runs + 1, "the second prompt reran the backbone"
+        for k, v in first_parts.items():
+            rows.setdefault(f"part {k}", []).append(v)
         small = dict(detector_size=args.small, **opts)
         rows["sfirst"].append(_timed(ts.segment, other, "cat, remote", **small)[0])
         rows["ssecond"].append(_timed(ts.segment, other, "skateboard, cap", **small)[0])
@@ -155,7 +186,7 @@ def main() -> None:
         xs = rows[key]
         sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
         cell = f"{statistics.mean(xs):.2f} ± {sd:.2f}"
-        return f"| {name:<58} | {cell:>19} | {ratio:>22} |"
+        return f"| {name:<62} | {cell:>19} | {ratio:>22} |"
 
     device = ts.segmenter.runtime.device
     which = "real-size" if size == "tiny" else "small test-size"
@@ -164,8 +195,8 @@ def main() -> None:
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{args.width}x{args.height} images, {args.objects} objects per call, "
           f"{args.repeats} images per row (models built in {built:.0f} s)\n")  # fmt: skip
-    print(f"| {'call':<58} | s/image (mean ± sd) | {'ratio':>22} |")
-    print(f"|{'-' * 60}|{'-' * 21}|{'-' * 24}|")
+    print(f"| {'call':<62} | s/image (mean ± sd) | {'ratio':>22} |")
+    print(f"|{'-' * 64}|{'-' * 21}|{'-' * 24}|")
     p, f, s = mean("plain"), mean("first"), mean("second")
     print(row("plain composition (processor → model → post-process → SAM 2)", "plain", "1.00"))
     print(row("textseg, first prompt on a new image", "first", f"{f / p:.2f} × plain"))
@@ -176,6 +207,14 @@ def main() -> None:
     )
     print(row(f"textseg, second prompt, detector_size={args.small}", "ssecond",
               f"{ss / sf:.2f} × its first"))  # fmt: skip
+    for k in parts.seconds:
+        print(
+            row(
+                f"  in the first prompt, GroundingDINO's {k}",
+                f"part {k}",
+                f"{mean(f'part {k}') / f:.2f} × first",
+            )
+        )
     print(f"\ntargets: first ≤ 1.0 × plain ({f / p:.2f}), second ≤ 0.5 × first ({s / f:.2f})")
     tmp.cleanup()
 
