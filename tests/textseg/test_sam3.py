@@ -21,6 +21,9 @@ from textseg.textmatch import mask_iou, text_match
 
 FORCE = {"box_threshold": 0.0, "text_threshold": 0.0}
 
+if getattr(pytest.importorskip("transformers"), "Sam3Model", None) is None:
+    pytest.skip("this transformers has no Sam3Model (needs 5.0 or newer)", allow_module_level=True)
+
 
 @pytest.fixture(scope="module")
 def sam3_dir(tmp_path_factory):
