@@ -4,6 +4,8 @@
     ts = TextSegmenter.from_pretrained()          # grounding-dino-tiny + SAM 2.1 (hub)
     seg = ts.segment("photo.jpg", "skateboard, cap")
     overlay("photo.jpg", seg).show(); save(seg, "out/")
+    ts.segment("photo.jpg", boxes=[(10, 20, 200, 180)], points=[(300, 90)])  # straight to SAM 2
+    TextSegmenter.from_pretrained(backend="sam3")  # SAM 3 finds and masks (gated on the hub)
 
 Importing textseg loads neither torch models nor sam2 and picks no device.
 """

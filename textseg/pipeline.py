@@ -528,6 +528,8 @@ class TextSegmenter:
         self._check_options(SegmentOptions(**options))  # bad options and a bad prompt fail
         if prompt is not None and (prompt.strip() or not prompts):  # once, up front
             self.check_prompt(parse_prompt(prompt))
+        elif prompt is None and not any(v is not None for v in prompts.values()):
+            raise PromptError("nothing to segment: give a text prompt, boxes or points")
         options = {**prompts, **options}
         if isinstance(images, (str, os.PathLike)):
             folder = Path(images)

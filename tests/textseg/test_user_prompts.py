@@ -161,6 +161,8 @@ def test_nothing_to_segment_and_bad_points_are_clear_errors(text_segmenter, samp
         text_segmenter.segment(sample_image)
     with pytest.raises(PromptError, match="outside the 320x240 image"):
         text_segmenter.segment(sample_image, points=[(400, 10)])
+    with pytest.raises(PromptError, match="nothing to segment"):  # up front, not per image
+        text_segmenter.segment_many([sample_image], None, progress=False)
 
 
 def test_user_objects_are_saved_and_loaded_with_their_kind(text_segmenter, sample_image, tmp_path):
