@@ -1,16 +1,23 @@
-"""Seconds per image of textseg at real model sizes (random weights, nothing downloaded).
+"""Seconds per image of textseg against the plain composition, at real model sizes (random
+weights, nothing downloaded), measured in the same run.
 
 Builds grounding-dino-tiny's architecture (Swin-T + BERT-base, ~172M parameters) and
 sam2.1_hiera_t as released (~39M) with random weights via textseg.testing, loads them through
 TextSegmenter.from_pretrained(<local folders>) as users would, and times, per image:
 
-    first prompt   a new image: GroundingDINO + SAM 2 image encoder + SAM 2 mask decoder
-    second prompt  another prompt on the same image: the SAM 2 embedding is reused
-    baseline       the same second prompt with the embedding cache emptied (re-encoded)
+    plain composition   the original notebook's recipe on the same models: processor →
+                        model → post_process_grounded_object_detection →
+                        SAM2ImagePredictor (set_image + predict on the boxes)
+    first prompt        textseg on a new image: GroundingDINO (backbone cached as it runs)
+                        + SAM 2 image encoder + SAM 2 mask decoder
+    second prompt       another prompt on the same image: GroundingDINO's image backbone
+                        and SAM 2's embedding are both reused
+    512 first / second  the same with detector_size=512 (GroundingDINO reads a 512-pixel
+                        shortest side instead of 800), on other new images
 
-and prints the ratio second / baseline, measured in the same run. To compare like with like,
-every call keeps exactly --objects boxes (box_threshold=0 with max_objects), since random
-weights make the number of detections arbitrary.
+and prints the ratios first / plain and second / first. To compare like with like, every
+call keeps exactly --objects boxes (threshold 0, the best N by score), since random weights
+make the number of detections arbitrary.
 
     python benchmarks/bench_textseg.py                 # CPU, 3 images
     python benchmarks/bench_textseg.py --device cuda --repeats 10
@@ -19,6 +26,7 @@ weights make the number of detections arbitrary.
 from __future__ import annotations
 
 import argparse
+import inspect
 import statistics
 import tempfile
 import time
@@ -38,85 +46,176 @@ def _timed(fn, *args, **kwargs) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
+def plain_composition(model, processor, predictor, image, text: str, objects: int):
+    """The original notebook's recipe, written the way transformers' and SAM 2's docs show
+    it: GroundingDINO boxes from the processor's post-processing, then SAM 2 on the boxes.
+    Returns (masks, boxes) of the `objects` best-scored boxes."""
+    import numpy as np
+    import torch
+
+    device = next(model.parameters()).device
+    inputs = processor(images=image, text=text, return_tensors="pt").to(device)
+    with torch.inference_mode():
+        outputs = model(**inputs)
+    post = processor.post_process_grounded_object_detection
+    threshold = (
+        "threshold" if "threshold" in inspect.signature(post).parameters else "box_threshold"
+    )
+    found = post(
+        outputs,
+        inputs["input_ids"],
+        text_threshold=0.0,
+        target_sizes=[image.size[::-1]],
+        **{threshold: 0.0},
+    )[0]
+    best = found["scores"].argsort(descending=True)[:objects]
+    boxes = found["boxes"][best].cpu().numpy()
+    predictor.set_image(np.asarray(image))
+    masks, _, _ = predictor.predict(box=boxes, multimask_output=False)
+    return masks, boxes
+
+
+class PartTimer:
+    """Seconds spent inside some submodules, summed over calls (forward hooks)."""
+
+    def __init__(self, modules: dict) -> None:
+        self.seconds = {name: 0.0 for name in modules}
+        self._start: dict[str, float] = {}
+        for name, module in modules.items():
+            module.register_forward_pre_hook(lambda *_, n=name: self._enter(n))
+            module.register_forward_hook(lambda *_, n=name: self._leave(n))
+
+    def _enter(self, name: str) -> None:
+        self._start[name] = time.perf_counter()
+
+    def _leave(self, name: str) -> None:
+        self.seconds[name] += time.perf_counter() - self._start.pop(name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     parser.add_argument("--repeats", type=int, default=3, help="images timed (default 3)")
     parser.add_argument("--objects", type=int, default=5, help="objects kept per call (default 5)")
+    parser.add_argument("--small", type=int, default=512, help="the small detector_size (512)")
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--width", type=int, default=640)
+    parser.add_argument(
+        "--model-size", default="tiny", choices=["tiny", "test"],
+        help="tiny: the released architectures (default); test: the tests' small models, "
+        "to check this script quickly",
+    )  # fmt: skip
     parser.add_argument(
         "--models", type=Path, default=None, help="reuse/keep models in this folder"
     )
     args = parser.parse_args()
 
-    import numpy as np
     import torch
 
-    from textseg import TextSegmenter, load_image, parse_prompt
+    from textseg import TextSegmenter, load_image
     from textseg.testing import make_grounding_dino, make_sam2, make_sample_image
 
     tmp = tempfile.TemporaryDirectory()
     root = args.models or Path(tmp.name)
-    dino, sam = root / "grounding-dino-tiny-random", root / "sam2.1-hiera-tiny-random"
+    size = args.model_size
+    dino, sam = root / f"grounding-dino-{size}-random", root / f"sam2.1-hiera-{size}-random"
     start = time.perf_counter()
     if not (dino / "config.json").is_file():
-        make_grounding_dino(dino, size="tiny")
+        make_grounding_dino(dino, size=size)
     if not (sam / "model.pt").is_file():
-        make_sam2(sam, size="tiny")
+        make_sam2(sam, size=size)
     built = time.perf_counter() - start
     ts = TextSegmenter.from_pretrained(detector=dino, segmenter=sam, device=args.device)
-    n_dino = sum(p.numel() for p in ts.detector.model.parameters()) / 1e6
-    n_sam = sum(p.numel() for p in ts.segmenter.predictor.model.parameters()) / 1e6
+    model, processor = ts.detector.model, ts.detector.processor
+    sam2_model = ts.segmenter.predictor.model
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    predictor = SAM2ImagePredictor(sam2_model)  # the same weights, Meta's own predictor
+    predictor._bb_feat_sizes = ts.segmenter.predictor._bb_feat_sizes  # (only differs for "test")
+    n_dino = sum(p.numel() for p in model.parameters()) / 1e6
+    n_sam = sum(p.numel() for p in sam2_model.parameters()) / 1e6
     images = [
         make_sample_image(
             Path(tmp.name) / f"img{i}.jpg", height=args.height, width=args.width, seed=i
         )
-        for i in range(args.repeats + 1)
+        for i in range(2 * args.repeats + 1)
     ]
-    thresholds = dict(box_threshold=0.0, text_threshold=0.0)
-    opts = dict(**thresholds, max_objects=args.objects)
-    ts.segment(images[-1], "warm up", **opts)  # one-off start-up costs, not timed
+    opts = dict(box_threshold=0.0, text_threshold=0.0, max_objects=args.objects)
+    warm = load_image(images[-1])  # one-off start-up costs, not timed
+    plain_composition(model, processor, predictor, warm, "warm up.", args.objects)
+    ts.segment(warm, "warm up", **opts)
+    ts.segment(warm, "warm up", detector_size=args.small, **opts)
 
-    first, second, baseline = [], [], []
-    finder, encoder, painter = [], [], []
-    prompt = parse_prompt("cat, remote")
-    for path in images[:-1]:
-        first.append(_timed(ts.segment, path, "cat, remote", **opts)[0])
+    inner = model.model
+    parts = PartTimer(
+        {
+            "image backbone": inner.backbone,
+            "text encoder": inner.text_backbone,
+            "encoder (text-conditioned)": inner.encoder,
+            "decoder": inner.decoder,
+        }
+    )
+    rows: dict[str, list[float]] = {
+        k: [] for k in ("plain", "first", "second", "sfirst", "ssecond")
+    }
+    for i in range(args.repeats):
+        image, other = load_image(images[i]), load_image(images[args.repeats + i])
+        plain = (plain_composition, model, processor, predictor, image, "cat. remote.")
+        if i % 2:  # alternate who goes first, against drifting load on a shared machine
+            rows["plain"].append(_timed(*plain, args.objects)[0])
+        runs = ts.detector.backbone_runs
+        before = dict(parts.seconds)
+        rows["first"].append(_timed(ts.segment, image, "cat, remote", **opts)[0])
+        first_parts = {k: parts.seconds[k] - before[k] for k in before}
+        if i % 2 == 0:
+            rows["plain"].append(_timed(*plain, args.objects)[0])
         encodes = ts.segmenter.encode_count
-        second.append(_timed(ts.segment, path, "skateboard, cap", **opts)[0])
+        rows["second"].append(_timed(ts.segment, image, "skateboard, cap", **opts)[0])
         assert ts.segmenter.encode_count == encodes, "the second prompt re-encoded the image"
-        ts.segmenter.reset()
-        baseline.append(_timed(ts.segment, path, "skateboard, cap", **opts)[0])
-        # the parts, on the same image
-        image = load_image(path)
-        seconds, found = _timed(ts.detector.detect, image, prompt, **thresholds)
-        finder.append(seconds)
-        ts.segmenter.reset()
-        encoder.append(_timed(ts.segmenter.set_image, np.asarray(image))[0])
-        painter.append(_timed(ts.segmenter.predict, found.boxes[: args.objects])[0])
+        assert ts.detector.backbone_runs == runs + 1, "the second prompt reran the backbone"
+        for k, v in first_parts.items():
+            rows.setdefault(f"part {k}", []).append(v)
+        small = dict(detector_size=args.small, **opts)
+        rows["sfirst"].append(_timed(ts.segment, other, "cat, remote", **small)[0])
+        rows["ssecond"].append(_timed(ts.segment, other, "skateboard, cap", **small)[0])
 
-    def row(name: str, xs: list[float]) -> str:
+    def mean(key: str) -> float:
+        return statistics.mean(rows[key])
+
+    def row(name: str, key: str, ratio: str) -> str:
+        xs = rows[key]
         sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
         cell = f"{statistics.mean(xs):.2f} ± {sd:.2f}"
-        return f"| {name:<52} | {cell:>19} |"
+        return f"| {name:<62} | {cell:>19} | {ratio:>22} |"
 
     device = ts.segmenter.runtime.device
-    print(f"\ntextseg, real-size random weights: grounding-dino-tiny ({n_dino:.0f}M) + "
-          f"sam2.1-hiera-tiny ({n_sam:.0f}M)")  # fmt: skip
+    which = "real-size" if size == "tiny" else "small test-size"
+    print(f"\ntextseg vs the plain composition, {which} random weights: grounding-dino-{size} "
+          f"({n_dino:.0f}M) + sam2.1-hiera-{size} ({n_sam:.0f}M)")  # fmt: skip
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{args.width}x{args.height} images, {args.objects} objects per call, "
-          f"{args.repeats} images (models built in {built:.0f} s)\n")  # fmt: skip
-    print(f"| {'call':<52} | s/image (mean ± sd) |")
-    print(f"|{'-' * 54}|{'-' * 21}|")
-    print(row("first prompt, new image (finder + encoder + painter)", first))
-    print(row("second prompt, same image (embedding reused)", second))
-    print(row("baseline: second prompt, embedding recomputed", baseline))
-    print(row("  parts: finder (GroundingDINO)", finder))
-    print(row("  parts: painter's image encoder (SAM 2 set_image)", encoder))
-    print(row(f"  parts: painter's mask decoder ({args.objects} boxes)", painter))
-    ratio = statistics.mean(second) / statistics.mean(baseline)
-    print(f"\nsecond prompt / baseline = {ratio:.2f} (time saved by the cache: {1 - ratio:.0%})")
+          f"{args.repeats} images per row (models built in {built:.0f} s)\n")  # fmt: skip
+    print(f"| {'call':<62} | s/image (mean ± sd) | {'ratio':>22} |")
+    print(f"|{'-' * 64}|{'-' * 21}|{'-' * 24}|")
+    p, f, s = mean("plain"), mean("first"), mean("second")
+    print(row("plain composition (processor → model → post-process → SAM 2)", "plain", "1.00"))
+    print(row("textseg, first prompt on a new image", "first", f"{f / p:.2f} × plain"))
+    print(row("textseg, second prompt on the same image", "second", f"{s / f:.2f} × first"))
+    sf, ss = mean("sfirst"), mean("ssecond")
+    print(
+        row(f"textseg, first prompt, detector_size={args.small}", "sfirst", f"{sf / p:.2f} × plain")
+    )
+    print(row(f"textseg, second prompt, detector_size={args.small}", "ssecond",
+              f"{ss / sf:.2f} × its first"))  # fmt: skip
+    for k in parts.seconds:
+        print(
+            row(
+                f"  in the first prompt, GroundingDINO's {k}",
+                f"part {k}",
+                f"{mean(f'part {k}') / f:.2f} × first",
+            )
+        )
+    print(f"\ntargets: first ≤ 1.0 × plain ({f / p:.2f}), second ≤ 0.5 × first ({s / f:.2f})")
     tmp.cleanup()
 
 

@@ -6,6 +6,8 @@
     overlay("photo.jpg", seg).show(); save(seg, "out/")
     vseg = ts.segment_video("clip.mp4", "skateboard, cap", every=10)   # tracked, stable ids
     save_video(vseg, "out/clip")                  # overlay.mp4, preview.gif, segmentation.json
+    ts.segment("photo.jpg", boxes=[(10, 20, 200, 180)], points=[(300, 90)])  # straight to SAM 2
+    TextSegmenter.from_pretrained(backend="sam3")  # SAM 3 finds and masks (gated on the hub)
 
 Importing textseg loads neither torch models nor sam2 and picks no device.
 """

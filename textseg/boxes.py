@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["clip_boxes", "remove_duplicates"]
+__all__ = ["clip_boxes", "mask_boxes", "remove_duplicates"]
 
 
 def clip_boxes(boxes: np.ndarray, *, height: int, width: int) -> np.ndarray:
@@ -40,3 +40,16 @@ def remove_duplicates(
     within = batched_nms(b, s, ids, iou)  # sorted by score
     across = nms(b[within], s[within], iou)
     return within[across].numpy().astype(np.int64)
+
+
+def mask_boxes(masks: np.ndarray) -> np.ndarray:
+    """(N, H, W) bool masks → (N, 4) float32 XYXY pixel boxes that enclose them (the
+    pixel edges: a one-pixel mask at (x, y) gives (x, y, x + 1, y + 1)); zeros when empty."""
+    masks = np.asarray(masks, dtype=bool)
+    out = np.zeros((len(masks), 4), dtype=np.float32)
+    for i, mask in enumerate(masks):
+        cols = np.flatnonzero(mask.any(axis=0))
+        rows = np.flatnonzero(mask.any(axis=1))
+        if len(cols):
+            out[i] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+    return out

@@ -1,4 +1,5 @@
-"""Command line: python -m textseg IMAGE_OR_FOLDER_OR_VIDEO... --prompt "cat, remote" --out OUT."""
+"""Command line: python -m textseg IMAGE_OR_FOLDER_OR_VIDEO... --prompt "cat, remote" --out OUT
+(and/or --box x0,y0,x1,y1, --point x,y[,label]; --backend sam3)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,16 @@ preview.gif and segmentation.json (per frame and object id: score, box, COCO RLE
 local models (offline): --detector takes a folder written by save_pretrained();
 --segmenter takes a folder with config.yaml + model.pt, or a checkpoint such as
 sam2.1_hiera_tiny.pt (other names need --segmenter-config).
+
+prompts: --prompt finds objects by text; --box x0,y0,x1,y1[,name] (repeatable, pixels)
+adds one object per box, --point x,y[,label] (repeatable; label 1 = on the object, the
+default, 0 = not on it) adds one object made from all the points. Boxes and points go
+straight to SAM 2, with or without --prompt.
+
+backends: --backend groundingdino+sam2 (default) or sam3 (facebook/sam3 is gated: ask for
+access on https://huggingface.co/facebook/sam3, then `hf auth login`). With the default
+backend, --sam3 ID_OR_PATH loads SAM 3 as a semantic checker: each object gets text_match in
+the JSON, and --min-text-match drops objects below it (experimental).
 
 exit status: 0 all images done, 1 some images skipped or a model failed to load,
 2 bad arguments.
@@ -64,6 +75,41 @@ def _positive(text: str) -> int:
     return value
 
 
+def _box(text: str) -> tuple[tuple[float, float, float, float], str | None]:
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        coords = tuple(float(v) for v in parts[:4])
+    except ValueError:
+        coords = ()
+    if len(parts) < 4 or len(coords) != 4:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not x0,y0,x1,y1[,name] (pixels, e.g. 10,20,200,180)"
+        )
+    name = ",".join(parts[4:]).strip() or None
+    return coords, name  # type: ignore[return-value]
+
+
+def _point(text: str) -> tuple[float, float, int]:
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        x, y = float(parts[0]), float(parts[1])
+        label = int(parts[2]) if len(parts) == 3 else 1
+    except (ValueError, IndexError):
+        label = -1
+    if len(parts) not in (2, 3) or label not in (0, 1):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not x,y[,label] (pixels; label 1 = on the object, 0 = not on it)"
+        )
+    return x, y, label
+
+
+def _size(text: str) -> int:
+    value = _count(text)
+    if value < 32:
+        raise argparse.ArgumentTypeError(f"{text} is too small (at least 32 pixels)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="textseg",
@@ -79,7 +125,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="images, folders of images, or video files",
     )
     p.add_argument(
-        "--prompt", required=True, help='phrases separated by commas, e.g. "skateboard, cap"'
+        "--prompt",
+        default=None,
+        help='phrases separated by commas, e.g. "skateboard, cap" (needed unless --box or '
+        "--point is given)",
+    )
+    p.add_argument(
+        "--box",
+        action="append",
+        type=_box,
+        default=[],
+        metavar="X0,Y0,X1,Y1[,NAME]",
+        help="a box in pixels, one object each (repeatable); named 'box N' unless NAME is given",
+    )
+    p.add_argument(
+        "--point",
+        action="append",
+        type=_point,
+        default=[],
+        metavar="X,Y[,LABEL]",
+        help="a point in pixels (repeatable); all points make one object 'point'. "
+        "LABEL 1 (default) = on the object, 0 = not on it",
+    )
+    p.add_argument(
+        "--backend",
+        default="groundingdino+sam2",
+        choices=["groundingdino+sam2", "sam3"],
+        help="who finds objects by text: GroundingDINO + SAM 2 (default) or SAM 3",
     )
     p.add_argument("--out", required=True, type=Path, help="output folder (created)")
     p.add_argument(
@@ -131,7 +203,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--detector",
         default=None,
         metavar="ID_OR_PATH",
-        help="GroundingDINO hub id or local folder (default IDEA-Research/grounding-dino-tiny)",
+        help="GroundingDINO-family hub id or local folder (default "
+        "IDEA-Research/grounding-dino-tiny; also grounding-dino-base, MM-GroundingDINO)",
+    )
+    p.add_argument(
+        "--detector-size",
+        type=_size,
+        default=None,
+        metavar="PIXELS",
+        help="GroundingDINO's input size, shortest image side (default: the processor's, "
+        "800); e.g. 512 is about twice as fast on a CPU",
+    )
+    p.add_argument(
+        "--sam3",
+        default=None,
+        metavar="ID_OR_PATH",
+        help="SAM 3 hub id or local folder: the model of --backend sam3 (default "
+        "facebook/sam3), or with the default backend the semantic checker (experimental)",
+    )
+    p.add_argument(
+        "--min-text-match",
+        type=_unit,
+        default=None,
+        help="with --sam3 as checker: drop objects whose text_match is below this "
+        "(experimental; off by default)",
     )
     p.add_argument(
         "--segmenter",
@@ -190,12 +285,27 @@ def main(argv: list[str] | None = None) -> int:
             (videos if is_video_file(path) else images).append(path)
         else:
             parser.error(f"{raw}: no such file or folder")
-    try:
-        parse_prompt(args.prompt)
-    except PromptError as err:
-        parser.error(str(err))
+    if args.prompt is None and not args.box and not args.point:
+        parser.error("give --prompt, --box or --point: there is nothing to segment")
+    if args.prompt is not None and (args.prompt.strip() or not (args.box or args.point)):
+        try:
+            parse_prompt(args.prompt)
+        except PromptError as err:
+            parser.error(str(err))
+    if args.backend == "sam3":
+        for flag, value in (("--detector", args.detector), ("--detector-size", args.detector_size)):
+            if value is not None:
+                parser.error(f"{flag} is GroundingDINO's; --backend sam3 does not use it")
+        if args.min_text_match is not None:
+            parser.error("--min-text-match checks GroundingDINO's objects; not with --backend sam3")
+    elif args.min_text_match is not None and args.sam3 is None:
+        parser.error("--min-text-match needs the SAM 3 checker: add --sam3 ID_OR_PATH")
+    names = [name for _, name in args.box if name]
+    if len(set(names)) != len(names):
+        parser.error(f"--box names must differ, got {names}")
     paths = {
         "--detector": args.detector,
+        "--sam3": args.sam3,
         "--segmenter": args.segmenter,
         "--segmenter-config": args.segmenter_config,
     }
@@ -224,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         segmenter = TextSegmenter.from_pretrained(
+            backend=args.backend,
+            sam3=args.sam3,
             detector=args.detector,
             segmenter=args.segmenter,
             segmenter_config=args.segmenter_config,
@@ -239,7 +351,19 @@ def main(argv: list[str] | None = None) -> int:
         nms_iou=args.nms_iou,
         max_objects=args.max_objects,
         multimask=args.multimask,
+        detector_size=args.detector_size,
+        min_text_match=args.min_text_match,
     )
+    if args.box:
+        if any(name for _, name in args.box):
+            options["boxes"] = {
+                name or f"box {i + 1}": coords for i, (coords, name) in enumerate(args.box)
+            }
+        else:
+            options["boxes"] = [coords for coords, _ in args.box]
+    if args.point:
+        options["points"] = [(x, y) for x, y, _ in args.point]
+        options["point_labels"] = [label for _, _, label in args.point]
     skipped = 0
     used: set[str] = set()
     try:
@@ -255,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{item.source}: note: {item.note}", file=sys.stderr)
         for video in videos:
             skipped += not _segment_video(segmenter, video, args, used)
-    except PromptError as err:
+    except (PromptError, ValueError) as err:
         parser.error(str(err))
     total = len(images) + len(videos)
     if skipped:

@@ -10,7 +10,12 @@ JSON schema (version 1):
      "source": "photo.jpg", "image": {"height": H, "width": W},
      "objects": [{"label": "cat", "score": 0.87, "mask_score": 0.93,
                   "box_xyxy": [x0, y0, x1, y1], "mask_file": "mask_00_cat.png",
-                  "mask_rle": {"size": [H, W], "counts": [...]}}]}
+                  "mask_rle": {"size": [H, W], "counts": [...]},
+                  "kind": "text", "text_match": null, "presence_score": null}],
+     "phrase_presence": null}
+kind: "text" (found by a phrase), "box" or "points" (the user's); text_match: the semantic
+check's score (experimental; null unless a SAM 3 checker ran); presence_score and
+phrase_presence ({phrase: p}): SAM 3's presence scores (backend "sam3"; null otherwise).
 
 Output safety: `folder_name` is the one place a source name becomes a folder name (nothing
 like `..` or `...png` can leave the output folder), `output_dir` picks a folder that holds
@@ -168,6 +173,9 @@ def to_json(segmentation: Segmentation) -> dict:
                 "box_xyxy": [round(float(v), 3) for v in segmentation.boxes[i]],
                 "mask_file": mask_name(i, label),
                 "mask_rle": encode_rle(segmentation.masks[i]),
+                "kind": segmentation.kinds[i],
+                "text_match": _rounded(segmentation.text_match[i]),
+                "presence_score": _rounded(segmentation.presence_scores[i]),
             }
         )
     return {
@@ -177,7 +185,16 @@ def to_json(segmentation: Segmentation) -> dict:
         "source": segmentation.source,
         "image": {"height": int(h), "width": int(w)},
         "objects": objects,
+        "phrase_presence": (
+            {k: _rounded(v) for k, v in segmentation.phrase_presence.items()}
+            if segmentation.phrase_presence is not None
+            else None
+        ),
     }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 6)
 
 
 def save(
@@ -278,4 +295,8 @@ def load(path: str | os.PathLike) -> Segmentation | VideoSegmentation:
         prompt=data.get("prompt", ""),
         phrases=tuple(data.get("phrases", ())),
         source=data.get("source"),
+        kinds=[o.get("kind", "text") for o in objects],
+        text_match=[o.get("text_match") for o in objects],
+        presence_scores=[o.get("presence_score") for o in objects],
+        phrase_presence=data.get("phrase_presence"),
     )

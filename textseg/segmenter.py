@@ -364,19 +364,26 @@ class Sam2Segmenter:
 
     def predict(
         self,
-        boxes: np.ndarray,
+        boxes: np.ndarray | None = None,
         *,
+        points: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
         output_size: tuple[int, int] | None = None,
         multimask: bool = False,
         chunk: int = 16,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """One mask per box on the image given to `set_image`.
+        """One mask per object on the image given to `set_image`. An object is prompted by
+        a box, by a group of points, or by both together.
 
-        boxes: (N, 4) XYXY pixels of that image.
+        boxes: (N, 4) XYXY pixels of that image, or None.
+        points: (N, K, 2) (x, y) pixels, K points per object, or None; with boxes, the
+            i-th points refine the i-th box. point_labels: (N, K), 1 = on the object,
+            0 = not on it (default all 1).
         output_size: (H, W) of the masks; default the embedded image's size. A larger size
             upsamples the mask logits (used when a very large photo was embedded from a
             downscaled copy).
-        multimask: let SAM 2 propose three masks per box and keep the best-scored one.
+        multimask: let SAM 2 propose three masks per object and keep the best-scored one
+            (what SAM's authors advise for a single point, which is ambiguous).
         Returns masks (N, H, W) bool and mask_scores (N,) float32 (SAM 2's predicted IoU).
         """
         import torch
@@ -384,19 +391,25 @@ class Sam2Segmenter:
 
         if self._image_key is None:
             raise RuntimeError("call set_image(image) before predict(boxes)")
-        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        boxes, points, point_labels = _check_prompts(boxes, points, point_labels)
+        n = len(boxes) if boxes is not None else len(points)
         h, w = self._image_hw
         out_h, out_w = output_size or (h, w)
-        masks = np.zeros((len(boxes), out_h, out_w), dtype=bool)
-        scores = np.zeros(len(boxes), dtype=np.float32)
-        for start in range(0, len(boxes), chunk):
-            part = boxes[start : start + chunk]
+        masks = np.zeros((n, out_h, out_w), dtype=bool)
+        scores = np.zeros(n, dtype=np.float32)
+        for start in range(0, n, chunk):
+            part = slice(start, min(start + chunk, n))
+            size = part.stop - part.start
             with self._autocast():
                 logits, iou, _ = self.predictor.predict(
-                    box=part, multimask_output=multimask, return_logits=True
+                    point_coords=points[part] if points is not None else None,
+                    point_labels=point_labels[part] if points is not None else None,
+                    box=boxes[part] if boxes is not None else None,
+                    multimask_output=multimask,
+                    return_logits=True,
                 )
-            logits = logits.reshape(len(part), -1, h, w)  # (B, C, h, w)
-            iou = iou.reshape(len(part), -1)  # (B, C)
+            logits = logits.reshape(size, -1, h, w)  # (B, C, h, w)
+            iou = iou.reshape(size, -1)  # (B, C)
             best = iou.argmax(axis=1)
             for i, c in enumerate(best):
                 one = logits[i, c]
@@ -407,6 +420,35 @@ class Sam2Segmenter:
                 masks[start + i] = one > self.mask_threshold
                 scores[start + i] = iou[i, c]
         return masks, scores
+
+
+def _check_prompts(
+    boxes: np.ndarray | None, points: np.ndarray | None, point_labels: np.ndarray | None
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """Shapes of `predict`'s prompts: (N, 4) boxes, (N, K, 2) points, (N, K) labels."""
+    if boxes is None and points is None:
+        raise ValueError("predict needs boxes, points, or both")
+    if boxes is not None:
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    if points is None:
+        if point_labels is not None:
+            raise ValueError("point_labels were given without points")
+        return boxes, None, None
+    points = np.asarray(points, dtype=np.float32)
+    if points.ndim != 3 or points.shape[2] != 2 or points.shape[1] == 0:
+        raise ValueError(f"points must be (N, K, 2) with K >= 1, got shape {points.shape}")
+    if point_labels is None:
+        point_labels = np.ones(points.shape[:2], dtype=np.int64)
+    point_labels = np.asarray(point_labels).astype(np.int64)
+    if point_labels.shape != points.shape[:2]:
+        raise ValueError(
+            f"point_labels must be {points.shape[:2]} (one per point), got {point_labels.shape}"
+        )
+    if not np.isin(point_labels, (0, 1)).all():
+        raise ValueError("point_labels must be 1 (on the object) or 0 (not on it)")
+    if boxes is not None and len(boxes) != len(points):
+        raise ValueError(f"{len(boxes)} boxes but {len(points)} point groups; give one per box")
+    return boxes, points, point_labels
 
 
 def _wrap(spec: str, err: BaseException) -> ModelLoadError:

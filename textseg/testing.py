@@ -1,4 +1,4 @@
-"""Build GroundingDINO and SAM 2 with random weights into local folders — no download.
+"""Build GroundingDINO, SAM 2 and SAM 3 with random weights into local folders — no download.
 
 The tests, the benchmark and the notebook's CI run use these to go through exactly the
 code path users take (`from_pretrained(<folder>)`), offline. The masks they produce are
@@ -6,8 +6,10 @@ meaningless; shapes, types, coordinates and files are not.
 
     make_grounding_dino(folder, size="test")   # ~0.2M parameters, ~0.1 s per image
     make_grounding_dino(folder, size="tiny")   # grounding-dino-tiny's architecture (~172M)
+    make_grounding_dino(folder, family="mm-grounding-dino")   # MM-GroundingDINO, same sizes
     make_sam2(folder, size="test")             # SAM 2.1 tiny shrunk by Hydra overrides
     make_sam2(folder, size="tiny")             # sam2.1_hiera_t as released (~39M)
+    make_sam3(folder, size="test")             # transformers' Sam3Model, ~0.3M parameters
     make_sample_image(path)                    # a photo-like picture to segment
     make_sample_video(path)                    # a short clip: a red ball moves, a blue box enters
 """
@@ -25,13 +27,17 @@ import numpy as np
 __all__ = [
     "make_grounding_dino",
     "make_sam2",
+    "make_sam3",
     "make_sample_image",
     "make_sample_video",
+    "write_clip_vocab",
     "write_vocab",
 ]
 
 DinoSize = Literal["test", "tiny"]
+DinoFamily = Literal["grounding-dino", "mm-grounding-dino"]
 Sam2Size = Literal["test", "tiny"]
+Sam3Size = Literal["test"]
 
 SAM2_TINY_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
 
@@ -83,8 +89,17 @@ def write_vocab(folder: str | os.PathLike, *, size: int | None = None) -> Path:
     return path
 
 
-def _dino_configs(size: DinoSize, vocab_size: int) -> tuple[object, dict]:
-    from transformers import BertConfig, GroundingDinoConfig, SwinConfig
+def _dino_configs(
+    size: DinoSize, vocab_size: int, family: DinoFamily = "grounding-dino"
+) -> tuple[object, dict]:
+    from transformers import BertConfig, SwinConfig
+
+    if family == "grounding-dino":
+        from transformers import GroundingDinoConfig
+    elif family == "mm-grounding-dino":  # same fields; its own classes since transformers 4.56
+        from transformers import MMGroundingDinoConfig as GroundingDinoConfig
+    else:
+        raise ValueError(f"family={family!r} is not one of 'grounding-dino', 'mm-grounding-dino'")
 
     if size == "test":
         swin = SwinConfig(
@@ -118,18 +133,24 @@ def _dino_configs(size: DinoSize, vocab_size: int) -> tuple[object, dict]:
 
 
 def make_grounding_dino(
-    folder: str | os.PathLike, *, size: DinoSize = "test", seed: int = 0
+    folder: str | os.PathLike,
+    *,
+    size: DinoSize = "test",
+    family: DinoFamily = "grounding-dino",
+    seed: int = 0,
 ) -> Path:
     """Save a random-weight GroundingDINO and its processor to `folder`; returns the folder.
 
     size: "test" (a few layers, small widths; for tests) or "tiny" (the architecture of
-    IDEA-Research/grounding-dino-tiny; for timing). Load it with
-    `GroundingDinoDetector.from_pretrained(folder)` or `--detector folder`.
+    IDEA-Research/grounding-dino-tiny; for timing).
+    family: "grounding-dino" or "mm-grounding-dino" (transformers'
+    MMGroundingDinoForObjectDetection, e.g. openmmlab-community/mm_grounding_dino_tiny_*).
+    Load it with `GroundingDinoDetector.from_pretrained(folder)` or `--detector folder`.
     """
     import torch
     from transformers import (
+        AutoModelForZeroShotObjectDetection,
         BertTokenizerFast,
-        GroundingDinoForObjectDetection,
         GroundingDinoImageProcessor,
         GroundingDinoProcessor,
     )
@@ -144,9 +165,9 @@ def make_grounding_dino(
         )
     )
     tokenizer = BertTokenizerFast.from_pretrained(str(vocab_dir))
-    config, image_size = _dino_configs(size, vocab_size=len(tokenizer))
+    config, image_size = _dino_configs(size, vocab_size=len(tokenizer), family=family)
     torch.manual_seed(seed)
-    model = GroundingDinoForObjectDetection(config).eval()
+    model = AutoModelForZeroShotObjectDetection.from_config(config).eval()
     processor = GroundingDinoProcessor(
         image_processor=GroundingDinoImageProcessor(size=image_size), tokenizer=tokenizer
     )
@@ -180,6 +201,74 @@ def make_sam2(folder: str | os.PathLike, *, size: Sam2Size = "test", seed: int =
     out.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, out / "config.yaml")
     torch.save({"model": model.state_dict()}, out / "model.pt")
+    return out
+
+
+def write_clip_vocab() -> tuple[dict[str, int], list[str]]:
+    """A byte-level BPE vocabulary in CLIP's layout with no merges: every byte as a word
+    piece and as a word end ("a</w>"), then <|startoftext|> and <|endoftext|>. Every
+    string tokenises (one token per byte); returns (vocab, merges) for CLIPTokenizer."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    chars, extra = [], 0
+    for byte in range(256):  # GPT-2's byte-to-unicode table: printable bytes stand for
+        if byte in printable:  # themselves, the others move past 255
+            chars.append(chr(byte))
+        else:
+            chars.append(chr(256 + extra))
+            extra += 1
+    tokens = [*chars, *(c + "</w>" for c in chars), "<|startoftext|>", "<|endoftext|>"]
+    return {t: i for i, t in enumerate(tokens)}, []
+
+
+def make_sam3(folder: str | os.PathLike, *, size: Sam3Size = "test", seed: int = 0) -> Path:
+    """Save a random-weight SAM 3 (transformers' real Sam3Model and Sam3Processor, shrunk
+    to ~0.3M parameters and a 112-pixel input) to `folder`; returns the folder.
+
+    Load it with `Sam3TextMasker.from_pretrained(folder)`, `--sam3 folder`, or
+    `TextSegmenter.from_pretrained(backend="sam3", sam3=folder)`. Raises ModelLoadError with
+    the fix when the installed transformers has no SAM 3.
+    """
+    from textseg.sam3 import import_sam3
+
+    if size != "test":
+        raise ValueError(f"size={size!r} is not one of 'test'")
+    import torch
+
+    tf = import_sam3()
+    vocab, merges = write_clip_vocab()
+    tokenizer = tf.CLIPTokenizer(vocab=vocab, merges=merges)
+    small = dict(num_attention_heads=2, intermediate_size=64)
+    # A 112-pixel input in 14-pixel patches is an 8x8 grid; the neck scales it by 4, 2, 1, 0.5.
+    vit = tf.Sam3ViTConfig(
+        hidden_size=32, num_hidden_layers=2, image_size=112, patch_size=14, window_size=4,
+        global_attn_indexes=[1], pretrain_image_size=56, **small,
+    )  # fmt: skip
+    config = tf.Sam3Config(
+        vision_config=tf.Sam3VisionConfig(
+            backbone_config=vit, fpn_hidden_size=32, backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]]
+        ),
+        text_config=tf.CLIPTextConfig(
+            vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, projection_dim=32,
+            max_position_embeddings=32, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **small,
+        ),
+        geometry_encoder_config=tf.Sam3GeometryEncoderConfig(hidden_size=32, num_layers=1, **small),
+        detr_encoder_config=tf.Sam3DETREncoderConfig(hidden_size=32, num_layers=1, **small),
+        detr_decoder_config=tf.Sam3DETRDecoderConfig(
+            hidden_size=32, num_layers=1, num_queries=20, **small
+        ),
+        mask_decoder_config=tf.Sam3MaskDecoderConfig(hidden_size=32, num_attention_heads=2),
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = tf.Sam3Model(config).eval()
+    image_processor = tf.Sam3ImageProcessor(
+        size={"height": 112, "width": 112}, mask_size={"height": 32, "width": 32}
+    )
+    processor = tf.Sam3Processor(image_processor=image_processor, tokenizer=tokenizer)
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
     return out
 
 

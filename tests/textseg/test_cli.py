@@ -63,7 +63,7 @@ def test_cli_skips_a_bad_image_and_keeps_going(model_dirs, sample_image, tmp_pat
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["IMG", "--out", "OUT"], "required: --prompt"),
+        (["IMG", "--out", "OUT"], "give --prompt, --box or --point"),
         (["IMG", "--prompt", "cat", "--out", "OUT", "--box-threshold", "1.5"], r"not in \[0, 1\]"),
         (["IMG", "--prompt", "cat", "--out", "OUT", "--text-threshold", "x"], "not a number"),
         (["missing.jpg", "--prompt", "cat", "--out", "OUT"], "no such file or folder"),
