@@ -261,6 +261,8 @@ def _table_html(seg: Segmentation) -> str:
     match = getattr(seg, "text_match", None)
     if match is not None and np.ndim(match) == 0:
         match = [match] * len(seg)
+    if match is not None and all(m is None for m in match):  # no semantic checker ran
+        match = None
     rows = []
     for i, (label, score, mscore, box) in enumerate(
         zip(seg.labels, seg.scores, seg.mask_scores, seg.boxes)
