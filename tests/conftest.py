@@ -35,3 +35,11 @@ def make_image_folder(
 @pytest.fixture(scope="session")
 def image_folder(tmp_path_factory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("colours"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say in the log which browser tests ran and passed (pytest's summary lists only skips and
+    failures, so a CI log would not show that the real-browser test ran)."""
+    passed = [r.nodeid for r in terminalreporter.stats.get("passed", []) if "browser" in r.keywords]
+    if passed:
+        terminalreporter.write_line(f"browser tests passed ({len(passed)}): {', '.join(passed)}")
