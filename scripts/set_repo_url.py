@@ -6,8 +6,8 @@
 
 The source is ``[project.urls] Repository`` in pyproject.toml. From it, this writes
 ``REPO_URL = "..."`` in the set-up cells of notebooks/q1_vit.ipynb and notebooks/q2_dino_sam.ipynb
-(Colab installs the package from there), and the "Open in Colab" badge links in README.md
-(GitHub URLs only). After a fork: run it once with the fork's URL and commit; Colab's *Run all*
+(Colab and Kaggle install the package from there), and in README.md every mention of the old URL
+and the "Open in Colab" badge links (GitHub URLs only). After a fork: run it once with the fork's URL and commit; Colab's *Run all*
 then needs no edited cell. Standard library only.
 """
 
@@ -66,7 +66,8 @@ def planned(root: Path, url: str) -> dict[Path, str]:
     for name in NOTEBOOKS:
         files[root / name] = _notebook_with_url(root / name, url)
     readme = root / "README.md"
-    files[readme] = _readme_with_url(readme.read_text(), url)
+    text = readme.read_text().replace(read_url(root), url)  # e.g. the Kaggle install line
+    files[readme] = _readme_with_url(text, url)
     return files
 
 

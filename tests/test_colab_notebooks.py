@@ -54,6 +54,9 @@ def _fake_run(cmd, *args, **kwargs):
 
 
 subprocess.run = _fake_run
+if {kaggle!r}:
+    import os
+    os.environ["KAGGLE_KERNEL_RUN_TYPE"] = "Interactive"
 colab = types.ModuleType("google.colab")
 colab.drive = types.ModuleType("google.colab.drive")
 colab.drive.mount = lambda path, **kw: MOUNTS.append(path)
@@ -61,7 +64,8 @@ colab.output = types.ModuleType("google.colab.output")
 colab.output.enable_custom_widget_manager = lambda: None
 if importlib.util.find_spec("google") is None:
     sys.modules["google"] = types.ModuleType("google")
-sys.modules.update({{"google.colab": colab, "google.colab.drive": colab.drive, "google.colab.output": colab.output}})
+if not {kaggle!r}:
+    sys.modules.update({{"google.colab": colab, "google.colab.drive": colab.drive, "google.colab.output": colab.output}})
 """
 REPORT = 'import json\nprint("COLAB-REPORT " + json.dumps({"pip": PIP_CALLS, "mounts": MOUNTS}))'
 
@@ -94,13 +98,15 @@ def notebooks(tmp_path_factory) -> Path:
     for name in ("q1_vit", "q2_dino_sam"):
         badge = f"https://colab.research.google.com/github/someone/vitcifar-textseg/blob/main/notebooks/{name}.ipynb"
         assert badge in readme
+    assert f"pip install -q --no-deps git+{URL}" in readme  # the Kaggle line
     return root / "notebooks"
 
 
-def run_on_fake_colab(nb, hidden: set[str], cwd: Path) -> tuple[dict, str]:
+def run_on_fake_colab(nb, hidden: set[str], cwd: Path, *, kaggle: bool = False) -> tuple[dict, str]:
     from nbclient import NotebookClient
 
-    nb.cells.insert(0, nbformat.v4.new_code_cell(FAKE_COLAB.format(hidden=sorted(hidden), url=URL)))
+    code = FAKE_COLAB.format(hidden=sorted(hidden), url=URL, kaggle=kaggle)
+    nb.cells.insert(0, nbformat.v4.new_code_cell(code))
     nb.cells.append(nbformat.v4.new_code_cell(REPORT))
     NotebookClient(
         nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
@@ -181,3 +187,11 @@ def test_notebook_without_a_url_stops_with_a_clear_message_on_colab(tmp_path):
 
     with pytest.raises(CellExecutionError, match="set_repo_url.py URL"):
         run_on_fake_colab(nb, {"vitcifar"}, tmp_path)
+
+
+def test_q1_set_up_on_kaggle_installs_from_the_url(notebooks, tmp_path):
+    nb = nbformat.read(notebooks / "q1_vit.ipynb", as_version=4)
+    nb.cells = [c for c in nb.cells if "setup" in c.metadata.get("tags", [])]
+    report, text = run_on_fake_colab(nb, {"vitcifar"}, tmp_path, kaggle=True)
+    assert [c["cmd"][-2:] for c in report["pip"]] == [["--no-deps", f"git+{URL}"]]
+    assert "vitcifar from" in text and report["mounts"] == []

@@ -353,7 +353,7 @@ _COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "expor
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vitcifar.train import TrainingDiverged, TrainingOutOfMemory
+    from vitcifar.train import TrainingDiverged, TrainingOutOfMemory, is_out_of_memory
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -373,4 +373,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except TrainingDiverged as err:
         print(f"vitcifar: training stopped: {err}", file=sys.stderr)
+        return 1
+    except RuntimeError as err:  # out of GPU memory outside training (evaluate, predict, export)
+        if not is_out_of_memory(err):
+            raise
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        print(
+            f"vitcifar: out of memory: {first}; free the GPU (another notebook or process) or "
+            "use --device cpu",
+            file=sys.stderr,
+        )
         return 1

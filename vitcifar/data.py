@@ -183,9 +183,10 @@ def to_rgb8(im: Image.Image) -> Image.Image:
 def _decode(path: Path, size: int) -> np.ndarray:
     try:
         with Image.open(path) as im:
-            if im.width * im.height > Image.MAX_IMAGE_PIXELS:  # PIL only warns up to 2x this
+            limit = Image.MAX_IMAGE_PIXELS  # None: the user turned PIL's check off
+            if limit is not None and im.width * im.height > limit:  # PIL only warns up to 2x
                 raise Image.DecompressionBombError(
-                    f"{im.width}x{im.height} pixels, over the limit of {Image.MAX_IMAGE_PIXELS}"
+                    f"{im.width}x{im.height} pixels, over the limit of {limit}"
                 )
             im = to_rgb8(im)
             if im.size != (size, size):
@@ -397,8 +398,9 @@ def _norm_constants(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, std) * 255 as (1, C, 1, 1) tensors on ``device``, made once per device: building
     them per batch would be a blocking host-to-GPU copy on every batch."""
-    m = (torch.tensor(mean).view(1, -1, 1, 1) * 255.0).to(device)
-    s = (torch.tensor(std).view(1, -1, 1, 1) * 255.0).to(device)
+    with torch.inference_mode(False):  # cached: never inference tensors, whoever asks first
+        m = (torch.tensor(mean).view(1, -1, 1, 1) * 255.0).to(device)
+        s = (torch.tensor(std).view(1, -1, 1, 1) * 255.0).to(device)
     return m, s
 
 

@@ -467,6 +467,12 @@ class _Stepper:
             try:
                 logits, loss = self._forward_backward(self.compiled, x, y)
             except Exception as err:  # noqa: BLE001
+                if self.net is not self.model and not is_out_of_memory(err):
+                    # DDP may be half-way through reducing this step's gradients: no redo.
+                    raise ValueError(
+                        f"torch.compile failed under torchrun ({type(err).__name__}: "
+                        f"{str(err)[:200]}); rerun without --compile"
+                    ) from err
                 self._fallback(err)
                 logits, loss = self._forward_backward(self.net, x, y)
         else:
@@ -679,7 +685,7 @@ def train(
 
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
     for epoch in range(start_epoch, end_epoch):
-        phase, t0 = "training", time.perf_counter()
+        phase, t0, oom = "training", time.perf_counter(), None
         try:
             loader.set_epoch(epoch, mix=epoch < cfg.mix_epochs)
             row = _train_epoch(step, loader, epoch, cfg, device, amp, folder, progress, dist)
@@ -695,9 +701,11 @@ def train(
         except Exception as err:
             if not is_out_of_memory(err):  # also finds one wrapped by torch.compile
                 raise
-            raise TrainingOutOfMemory(
-                out_of_memory_message(cfg, model_cfg, amp, phase=phase, epochs_done=epoch)
-            ) from err
+            oom = out_of_memory_message(cfg, model_cfg, amp, phase=phase, epochs_done=epoch)
+        if oom is not None:  # raised here, not in the except: the failed step's tensors are freed
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise TrainingOutOfMemory(oom)
         if not math.isfinite(val_loss):  # weights went bad in the epoch's last steps
             raise TrainingDiverged(
                 f"the validation loss became {val_loss} after epoch {epoch + 1}; {folder.last} keeps "
@@ -762,7 +770,9 @@ def _train_epoch(step, loader, epoch, cfg, device, amp, folder, progress, dist) 
         correct += (logits.argmax(-1) == y.argmax(-1)).sum()
         seen += len(x)
         if i % 25 == 0 or i == steps - 1:  # the only host syncs inside an epoch
-            mean_loss = float(loss_sum) / seen
+            checked = loss_sum.clone()
+            dist.sum(checked)  # every rank sees a NaN on any rank, and stops alike
+            mean_loss = float(checked) / (seen * dist.world_size)
             if not math.isfinite(mean_loss):
                 raise TrainingDiverged(
                     f"the training loss became {mean_loss} at epoch {epoch + 1}, step {i + 1}; "

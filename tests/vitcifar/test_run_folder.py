@@ -4,6 +4,8 @@ again, ends with the files of an uninterrupted run (vitcifar.checkpoint.RunFolde
 from __future__ import annotations
 
 import json
+import logging
+import re
 
 import pytest
 import torch
@@ -103,11 +105,9 @@ def tiny_cfg_module():
 
 def test_reference_run_writes_last_then_best_then_metrics(reference):
     _, calls = reference
-    assert calls[0] == "last.pt"
-    assert calls.count("last.pt") == 2 and calls.count("metrics.jsonl") == 2
-    for i, name in enumerate(calls):
-        if name in ("best.pt", "metrics.jsonl"):
-            assert "last.pt" in calls[:i]  # derived files only after the commit point
+    # each epoch: last.pt (the commit point), then best.pt if it is the best, then metrics.jsonl
+    assert re.fullmatch(r"(last\.pt (best\.pt )?metrics\.jsonl )+", " ".join(calls) + " ")
+    assert calls.count("last.pt") == 2 and calls[1] == "best.pt"  # epoch 1 is always the best
 
 
 @pytest.mark.parametrize("mode", ["mid", "after"])  # killed during a write, or right after it
@@ -141,23 +141,28 @@ def test_kill_at_every_write_then_the_same_call_finishes_identically(
         assert_same(got, expected)
 
 
-def test_finished_run_with_stale_best_is_repaired_by_the_same_call(
-    reference, splits, tiny_cfg_module, tmp_path
+def test_finished_run_with_stale_files_is_repaired_by_the_same_call(
+    reference, splits, tiny_cfg_module, tmp_path, caplog
 ):
     expected, _ = reference
     folder = tmp_path / "run"
+    train(tiny_cfg_module, splits, cfg(), folder, progress=False, stop_after=1)
+    epoch1 = (folder / "last.pt").read_bytes()
     train(tiny_cfg_module, splits, cfg(), folder, progress=False)
-    (folder / "best.pt").unlink()
+    (folder / "best.pt").write_bytes(epoch1)  # as if killed before best.pt of epoch 2 was written
     (folder / "metrics.jsonl").write_text("")
     last = load_checkpoint(folder / "last.pt")
-    run = train(tiny_cfg_module, splits, cfg(), folder, progress=False)  # nothing left to train
+    with caplog.at_level(logging.INFO, logger="vitcifar.checkpoint"):
+        run = train(tiny_cfg_module, splits, cfg(), folder, progress=False)  # nothing to train
     assert len(run.history) == 2
-    if last["best_epoch"] == last["epoch"]:
-        assert_same(run_files(folder), expected)
-    assert (
-        without_timing([json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()])
-        == expected["metrics"]
-    )
+    metrics = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert without_timing(metrics) == expected["metrics"]
+    if last["best_epoch"] == 2:  # best.pt was behind: re-derived from last.pt
+        assert (folder / "best.pt").read_bytes() == (folder / "last.pt").read_bytes()
+        assert "best.pt is behind last.pt" in caplog.text
+    else:  # epoch 1 stays the best: best.pt is right as it is
+        assert (folder / "best.pt").read_bytes() == epoch1
+    assert_same(run_files(folder), expected)
 
 
 def test_folder_with_another_runs_files_but_no_last_is_refused(splits, tiny_cfg_module, tmp_path):
