@@ -17,6 +17,7 @@ timm's train.py); this module only answers the questions ``train`` asks:
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -49,6 +50,9 @@ class Distributed:
             if backend == "nccl":
                 torch.cuda.set_device(me.local_rank)
             dist.init_process_group(backend)
+            # Left to the interpreter's shutdown, the group's threads can abort the process
+            # ("terminate called without an active exception"): close it first.
+            atexit.register(_close_process_group)
         return me
 
     @property
@@ -101,3 +105,10 @@ class Distributed:
             import torch.distributed as dist
 
             dist.barrier()
+
+
+def _close_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
