@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from vitcifar.model import ViT, ViTConfig, attention_map
 from vitcifar.plots import plot_attention, plot_confusion, plot_curves, plot_misclassified
 from vitcifar.train import TrainConfig, evaluate_model, resolve_amp, resolve_device
 
-__all__ = ["EvalReport", "evaluate", "load_model", "run_history"]
+__all__ = ["EvalReport", "evaluate", "load_model", "model_and_classes", "run_history"]
 
 
 @dataclass
@@ -62,6 +63,29 @@ def load_model(
         model, ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"], checkpoint
     )
     return model.to(device).eval(), ckpt
+
+
+def model_and_classes(
+    model_or_checkpoint: ViT | str | os.PathLike,
+    *,
+    classes: Sequence[str] | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[ViT, list[str], dict[str, Any] | None]:
+    """(model, class names, checkpoint or None) from a ``ViT`` or a checkpoint path (loaded on
+    ``device``; a ``ViT`` stays where it is). Names: ``classes``, else the checkpoint's, else
+    "0", "1", ...; a count that does not match the model is a ValueError."""
+    if isinstance(model_or_checkpoint, torch.nn.Module):
+        model, ckpt = model_or_checkpoint, None
+    else:
+        model, ckpt = load_model(model_or_checkpoint, device=device)
+    if not isinstance(model, ViT):
+        raise TypeError(f"expected a vitcifar ViT or a checkpoint path, got {type(model).__name__}")
+    k = model.config.num_classes
+    stored = ckpt.get("classes") if ckpt is not None else None
+    names = list(classes or stored or [str(i) for i in range(k)])
+    if len(names) != k:
+        raise ValueError(f"{len(names)} class names given for a model with {k} classes")
+    return model, names, ckpt
 
 
 def run_history(checkpoint: str | os.PathLike, ckpt: dict[str, Any]) -> list[dict[str, Any]]:

@@ -206,21 +206,12 @@ def export_model(
     opset: ONNX opset (default: the exporter's).
     Raises ``ImportError`` with the install command when onnx/onnxscript are missing.
     """
-    from vitcifar.evaluate import load_model
+    from vitcifar.evaluate import model_and_classes
 
     check_choice("format", format, ExportFormat)
     check_choice("input_dtype", input_dtype, InputDtype)
-    if isinstance(model_or_checkpoint, nn.Module):
-        model, stored, source = model_or_checkpoint, None, "<ViT>"
-    else:
-        model, ckpt = load_model(model_or_checkpoint, device="cpu")
-        stored, source = ckpt.get("classes"), str(model_or_checkpoint)
-    if not isinstance(model, ViT):
-        raise TypeError(f"expected a vitcifar ViT or a checkpoint path, got {type(model).__name__}")
-    k = model.config.num_classes
-    names = list(classes or stored or [str(i) for i in range(k)])
-    if len(names) != k:
-        raise ValueError(f"{len(names)} class names given for a model with {k} classes")
+    model, names, ckpt = model_and_classes(model_or_checkpoint, classes=classes)
+    source = "<ViT>" if ckpt is None else str(model_or_checkpoint)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
 

@@ -367,25 +367,18 @@ def predict(
     skip_errors: record unreadable images in ``Predictions.skipped`` instead of raising.
     Raises ``DataError`` (one line, naming the image) for an unreadable image or a missing path.
     """
-    from vitcifar.evaluate import load_model
+    from vitcifar.evaluate import model_and_classes
     from vitcifar.train import resolve_device
 
     if int(top_k) < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if isinstance(model_or_checkpoint, torch.nn.Module):
-        model, stored_classes, stored_tta = model_or_checkpoint, None, False
-    else:
-        model, ckpt = load_model(model_or_checkpoint, device=resolve_device(device))
-        stored_classes = ckpt.get("classes")
-        stored_tta = bool(ckpt["train_config"].get("tta_flip", False))
-    if not isinstance(model, ViT):
-        raise TypeError(f"expected a vitcifar ViT or a checkpoint path, got {type(model).__name__}")
-    k = model.config.num_classes
-    names = list(classes or stored_classes or [str(i) for i in range(k)])
-    if len(names) != k:
-        raise ValueError(f"{len(names)} class names given for a model with {k} classes")
+    model, names, ckpt = model_and_classes(
+        model_or_checkpoint, classes=classes, device=resolve_device(device)
+    )
+    stored_tta = bool(ckpt["train_config"].get("tta_flip", False)) if ckpt is not None else False
+    k = len(names)
     use_tta = stored_tta if tta is None else bool(tta)
 
     items = _expand(images)
