@@ -96,6 +96,23 @@ def looks_like_path(spec: str) -> bool:
     )
 
 
+def pretrained_source(spec: str, *, what: str, hint: str) -> tuple[str, bool]:
+    """(source, local_files_only) for transformers' ``from_pretrained``: an existing folder
+    (it must hold config.json), or a hub id. A path that does not exist is an error naming
+    ``what``, never a hub request (see ``looks_like_path``)."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"{spec!r} has no config.json: a local {what} is a folder written by "
+                "model.save_pretrained() and processor.save_pretrained()"
+            )
+        return str(path), True
+    if looks_like_path(spec):
+        raise ModelLoadError(f"no such {what} folder: {spec!r}. {hint}")
+    return spec, False
+
+
 def _load_error(what: str, spec: str, err: BaseException, hint: str) -> ModelLoadError:
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return ModelLoadError(f"could not load {what} {spec!r}: {first}. {hint}")
@@ -176,18 +193,7 @@ class GroundingDinoDetector:
                 "transformers is not installed; run `pip install 'transformers>=4.56'`"
             ) from err
         spec = str(model_id_or_path)
-        path = Path(spec).expanduser()
-        if path.exists():
-            if not (path / "config.json").is_file():
-                raise ModelLoadError(
-                    f"{spec!r} has no config.json: a local GroundingDINO is a folder written "
-                    "by model.save_pretrained() and processor.save_pretrained()"
-                )
-            source, local_only = str(path), True
-        elif looks_like_path(spec):
-            raise ModelLoadError(f"no such GroundingDINO folder: {spec!r}. {_DINO_HINT}")
-        else:
-            source, local_only = spec, False
+        source, local_only = pretrained_source(spec, what="GroundingDINO", hint=_DINO_HINT)
         try:
             processor = AutoProcessor.from_pretrained(source, local_files_only=local_only)
             model = AutoModelForZeroShotObjectDetection.from_pretrained(

@@ -19,12 +19,11 @@ import logging
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from textseg.detector import image_key, looks_like_path
+from textseg.detector import image_key, pretrained_source
 from textseg.errors import ModelLoadError, PromptError
 
 if TYPE_CHECKING:
@@ -149,18 +148,7 @@ class Sam3TextMasker:
         """Load SAM 3 from a hub id ("facebook/sam3", gated) or a local folder."""
         tf = import_sam3()
         spec = str(model_id_or_path)
-        path = Path(spec).expanduser()
-        if path.exists():
-            if not (path / "config.json").is_file():
-                raise ModelLoadError(
-                    f"{spec!r} has no config.json: a local SAM 3 is a folder written by "
-                    "model.save_pretrained() and processor.save_pretrained()"
-                )
-            source, local_only = str(path), True
-        elif looks_like_path(spec):
-            raise ModelLoadError(f"no such SAM 3 folder: {spec!r}. {_SAM3_HINT}")
-        else:
-            source, local_only = spec, False
+        source, local_only = pretrained_source(spec, what="SAM 3", hint=_SAM3_HINT)
         try:
             processor = tf.Sam3Processor.from_pretrained(source, local_files_only=local_only)
             model = tf.Sam3Model.from_pretrained(source, local_files_only=local_only)
