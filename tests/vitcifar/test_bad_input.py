@@ -15,30 +15,6 @@ from vitcifar.plots import plot_attention, plot_confusion, plot_curves
 pytestmark = pytest.mark.slow
 
 
-def train_args(data, out, *extra):
-    return [
-        "train",
-        "--data",
-        str(data),
-        "--subset",
-        "32",
-        "--val-size",
-        "8",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "16",
-        "--device",
-        "cpu",
-        "--num-workers",
-        "0",
-        "--out",
-        str(out),
-        "--quiet",
-        *extra,
-    ]
-
-
 def one_error_line(capsys, code) -> str:
     assert code == 2
     err = capsys.readouterr().err.strip()
@@ -46,18 +22,22 @@ def one_error_line(capsys, code) -> str:
     return err
 
 
-def test_out_below_a_file(image_folder, tmp_path, capsys):
+def test_out_below_a_file(image_folder, tmp_path, capsys, tiny_train_args):
     (tmp_path / "notes.txt").write_text("x")
-    err = one_error_line(capsys, main(train_args(image_folder, tmp_path / "notes.txt" / "run")))
+    err = one_error_line(
+        capsys, main(tiny_train_args(image_folder, tmp_path / "notes.txt" / "run"))
+    )
     assert "cannot write the run folder" in err and "notes.txt is a file" in err
 
 
-def test_folder_of_another_run_without_last_pt_is_refused_untouched(image_folder, tmp_path, capsys):
+def test_folder_of_another_run_without_last_pt_is_refused_untouched(
+    image_folder, tmp_path, capsys, tiny_train_args
+):
     out = tmp_path / "theirs"
     out.mkdir()
     (out / "best.pt").write_bytes(b"their best weights")
     (out / "metrics.jsonl").write_text('{"epoch": 7}\n')
-    err = one_error_line(capsys, main(train_args(image_folder, out, "--no-eval")))
+    err = one_error_line(capsys, main(tiny_train_args(image_folder, out, "--no-eval")))
     assert "holds best.pt, metrics.jsonl but no last.pt" in err and "another --out" in err
     assert (out / "best.pt").read_bytes() == b"their best weights"
     assert (out / "metrics.jsonl").read_text() == '{"epoch": 7}\n'
@@ -70,7 +50,9 @@ def test_zero_byte_checkpoint(image_folder, tmp_path, capsys):
     assert "best.pt is empty (0 bytes)" in err
 
 
-def test_decompression_bomb_among_training_images(image_folder, tmp_path, capsys, monkeypatch):
+def test_decompression_bomb_among_training_images(
+    image_folder, tmp_path, capsys, monkeypatch, tiny_train_args
+):
     import shutil
 
     data = tmp_path / "data"
@@ -79,7 +61,7 @@ def test_decompression_bomb_among_training_images(image_folder, tmp_path, capsys
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)  # 400 x 300 is over it
     with pytest.raises(DataError, match=r"huge.png is too large to decode safely"):
         _decode(data / "train" / "red" / "huge.png", 32)
-    args = train_args(data, tmp_path / "run")
+    args = tiny_train_args(data, tmp_path / "run")
     del args[args.index("--subset") : args.index("--subset") + 2]  # decode every image
     err = one_error_line(capsys, main(args))
     assert "huge.png" in err and "decompression bomb" in err

@@ -15,32 +15,9 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_train_then_evaluate_end_to_end(image_folder, tmp_path, capsys):
+def test_train_then_evaluate_end_to_end(image_folder, tmp_path, capsys, tiny_train_args):
     out = tmp_path / "run"
-    code = main(
-        [
-            "train",
-            "--preset",
-            "deit-tiny",
-            "--data",
-            str(image_folder),
-            "--subset",
-            "32",
-            "--val-size",
-            "8",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "16",
-            "--device",
-            "cpu",
-            "--num-workers",
-            "0",
-            "--out",
-            str(out),
-            "--quiet",
-        ]
-    )
+    code = main(tiny_train_args(image_folder, out, "--preset", "deit-tiny"))
     assert code == 0
     printed = capsys.readouterr().out
     assert "32 train / 8 val / 64 test images, 4 classes" in printed and "test accuracy" in printed

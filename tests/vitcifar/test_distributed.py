@@ -114,30 +114,9 @@ def test_killed_two_process_run_resumes_in_one_process(worker, image_folder, tmp
     assert_close_runs(tmp_path / "run", tmp_path / "straight")
 
 
-def test_torchrun_cli_trains_with_one_speaker(image_folder, tmp_path):
+def test_torchrun_cli_trains_with_one_speaker(image_folder, tmp_path, tiny_train_args):
     done = torchrun(
-        2,
-        "-m",
-        "vitcifar",
-        "train",
-        "--data",
-        str(image_folder),
-        "--subset",
-        "32",
-        "--val-size",
-        "8",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "16",
-        "--device",
-        "cpu",
-        "--num-workers",
-        "0",
-        "--out",
-        str(tmp_path / "run"),
-        "--quiet",
-        "--no-eval",
+        2, "-m", "vitcifar", *tiny_train_args(image_folder, tmp_path / "run", "--no-eval")
     )
     assert done.stdout.count("data: 32 train / 8 val / 64 test images, 4 classes; 2 processes") == 1
     assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
