@@ -5,15 +5,19 @@ Builds grounding-dino-tiny's architecture (Swin-T + BERT-base, ~172M parameters)
 sam2.1_hiera_t as released (~39M) with random weights via textseg.testing, loads them through
 TextSegmenter.from_pretrained(<local folders>) as users would, and times, per image:
 
-    plain composition   the original notebook's recipe on the same models: processor →
-                        model → post_process_grounded_object_detection →
+    plain composition   the original notebook's recipe on the same weights, loaded as it
+                        loads them (a second, untouched copy of the GroundingDINO model):
+                        processor → model → post_process_grounded_object_detection →
                         SAM2ImagePredictor (set_image + predict on the boxes)
-    first prompt        textseg on a new image: GroundingDINO (backbone cached as it runs)
-                        + SAM 2 image encoder + SAM 2 mask decoder
+    first prompt        textseg on a new image: GroundingDINO (backbone cached as it runs,
+                        fast attention on the CPU) + SAM 2 image encoder + mask decoder
     second prompt       another prompt on the same image: GroundingDINO's image backbone
                         and SAM 2's embedding are both reused
     512 first / second  the same with detector_size=512 (GroundingDINO reads a 512-pixel
                         shortest side instead of 800), on other new images
+    other attention     first / second with textseg.fast_attention switched the other way
+                        (off where the detector turns it on, i.e. the CPU: transformers' own
+                        fusion and deformable attention; on elsewhere), on other new images
 
 and prints the ratios first / plain and second / first. To compare like with like, every
 call keeps exactly --objects boxes (threshold 0, the best N by score), since random weights
@@ -126,7 +130,15 @@ def main() -> None:
         make_sam2(sam, size=size)
     built = time.perf_counter() - start
     ts = TextSegmenter.from_pretrained(detector=dino, segmenter=sam, device=args.device)
-    model, processor = ts.detector.model, ts.detector.processor
+    from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+
+    from textseg import fast_attention
+
+    # the plain composition gets its own copy, loaded as the original notebook loads it
+    model = AutoModelForZeroShotObjectDetection.from_pretrained(dino).eval()
+    model.to(ts.detector.runtime.device)
+    processor = AutoProcessor.from_pretrained(dino)
+    fast = fast_attention.enabled_modules(ts.detector.model)
     sam2_model = ts.segmenter.predictor.model
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
@@ -138,7 +150,7 @@ def main() -> None:
         make_sample_image(
             Path(tmp.name) / f"img{i}.jpg", height=args.height, width=args.width, seed=i
         )
-        for i in range(2 * args.repeats + 1)
+        for i in range(3 * args.repeats + 1)
     ]
     opts = dict(box_threshold=0.0, text_threshold=0.0, max_objects=args.objects)
     warm = load_image(images[-1])  # one-off start-up costs, not timed
@@ -146,7 +158,7 @@ def main() -> None:
     ts.segment(warm, "warm up", **opts)
     ts.segment(warm, "warm up", detector_size=args.small, **opts)
 
-    inner = model.model
+    inner = ts.detector.model.model
     parts = PartTimer(
         {
             "image backbone": inner.backbone,
@@ -156,7 +168,7 @@ def main() -> None:
         }
     )
     rows: dict[str, list[float]] = {
-        k: [] for k in ("plain", "first", "second", "sfirst", "ssecond")
+        k: [] for k in ("plain", "first", "second", "sfirst", "ssecond", "ofirst", "osecond")
     }
     for i in range(args.repeats):
         image, other = load_image(images[i]), load_image(images[args.repeats + i])
@@ -178,6 +190,12 @@ def main() -> None:
         small = dict(detector_size=args.small, **opts)
         rows["sfirst"].append(_timed(ts.segment, other, "cat, remote", **small)[0])
         rows["ssecond"].append(_timed(ts.segment, other, "skateboard, cap", **small)[0])
+        third = load_image(images[2 * args.repeats + i])
+        switch = (fast_attention.disable, fast_attention.enable)
+        switch[not fast](ts.detector.model)  # the other way round for these two calls
+        rows["ofirst"].append(_timed(ts.segment, third, "cat, remote", **opts)[0])
+        rows["osecond"].append(_timed(ts.segment, third, "skateboard, cap", **opts)[0])
+        switch[bool(fast)](ts.detector.model)  # back as the detector set it
 
     def mean(key: str) -> float:
         return statistics.mean(rows[key])
@@ -194,7 +212,8 @@ def main() -> None:
           f"({n_dino:.0f}M) + sam2.1-hiera-{size} ({n_sam:.0f}M)")  # fmt: skip
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{args.width}x{args.height} images, {args.objects} objects per call, "
-          f"{args.repeats} images per row (models built in {built:.0f} s)\n")  # fmt: skip
+          f"{args.repeats} images per row (models built in {built:.0f} s); fast attention "
+          f"in {fast} of textseg's GroundingDINO modules\n")  # fmt: skip
     print(f"| {'call':<62} | s/image (mean ± sd) | {'ratio':>22} |")
     print(f"|{'-' * 64}|{'-' * 21}|{'-' * 24}|")
     p, f, s = mean("plain"), mean("first"), mean("second")
@@ -207,6 +226,10 @@ def main() -> None:
     )
     print(row(f"textseg, second prompt, detector_size={args.small}", "ssecond",
               f"{ss / sf:.2f} × its first"))  # fmt: skip
+    of, os_ = mean("ofirst"), mean("osecond")
+    flipped = f"fast_attention={not fast}"
+    print(row(f"textseg, first prompt, {flipped}", "ofirst", f"{of / p:.2f} × plain"))
+    print(row(f"textseg, second prompt, {flipped}", "osecond", f"{os_ / of:.2f} × its first"))
     for k in parts.seconds:
         print(
             row(

@@ -15,6 +15,11 @@ features, so during a call the adapter gives this model's backbone *instance* a 
 returns the cached output (the class and other models are untouched; restored after the
 call). The tests check that the boxes equal an uncached run exactly.
 
+What a second prompt still runs, the text-conditioned encoder, is most of a prompt's time on
+a CPU; there the adapter gives the model's image-text fusion and deformable attention the
+cheaper forms of `textseg.fast_attention` (the same sums regrouped; results agree with
+transformers' to float rounding). `fast_attention=False` keeps transformers' own.
+
 The raw outputs are decoded here rather than with the processor's
 `post_process_grounded_object_detection`, for two reasons: its labels are rebuilt from the
 tokens above `text_threshold`, which merges phrases ("plant flower") and leaks word pieces
@@ -157,12 +162,34 @@ class GroundingDinoDetector:
     cache_images: how many images' backbone outputs to keep (least recently used goes
         first; 0 turns the cache off). One entry of grounding-dino-tiny at 800 pixels is
         about 45 MB. `backbone_runs` counts backbone runs, so callers can see the cache.
+    fast_attention: run the fusion and deformable attention in textseg.fast_attention's
+        cheaper order (about 2x faster per prompt on a CPU, measured in
+        benchmarks/bench_textseg.py). None (default): on the CPU only, the device where it
+        was measured; True/False: always/never. It changes this model instance in place.
     """
 
-    def __init__(self, *, model: Any, processor: Any, runtime: Runtime, cache_images: int = 1):
+    def __init__(
+        self,
+        *,
+        model: Any,
+        processor: Any,
+        runtime: Runtime,
+        cache_images: int = 1,
+        fast_attention: bool | None = None,
+    ):
         if isinstance(cache_images, bool) or not isinstance(cache_images, int) or cache_images < 0:
             raise ValueError(f"cache_images must be a whole number >= 0, got {cache_images!r}")
+        if fast_attention not in (None, True, False):
+            raise ValueError(f"fast_attention must be None, True or False, got {fast_attention!r}")
+        from textseg import fast_attention as fast
+
         self.model = model.eval().to(runtime.device)
+        if fast_attention is None:
+            fast_attention = runtime.device.type == "cpu"
+        if fast_attention:
+            fast.enable(self.model)
+        else:
+            fast.disable(self.model)
         self.processor = processor
         self.runtime = runtime
         self.cache_images = cache_images
@@ -183,6 +210,7 @@ class GroundingDinoDetector:
         *,
         runtime: Runtime,
         cache_images: int = 1,
+        fast_attention: bool | None = None,
     ) -> GroundingDinoDetector:
         """Load a GroundingDINO-family model from a hub id or a local `save_pretrained`
         folder (the transformers class follows the checkpoint's config)."""
@@ -207,7 +235,13 @@ class GroundingDinoDetector:
                 f"{spec!r} is a {model_type!r} model, not GroundingDINO. {_DINO_HINT}"
             )
         logger.info("loaded %s %s on %s", type(model).__name__, spec, runtime.device)
-        return cls(model=model, processor=processor, runtime=runtime, cache_images=cache_images)
+        return cls(
+            model=model,
+            processor=processor,
+            runtime=runtime,
+            cache_images=cache_images,
+            fast_attention=fast_attention,
+        )
 
     @property
     def max_text_tokens(self) -> int:

@@ -20,6 +20,14 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def mm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random MM-GroundingDINO (transformers' own MMGroundingDino* classes)."""
+    return make_grounding_dino(
+        tmp_path_factory.mktemp("models") / "mm-grounding-dino-test", family="mm-grounding-dino"
+    )
+
+
+@pytest.fixture(scope="session")
 def runtime():
     from textseg.device import resolve_runtime
 

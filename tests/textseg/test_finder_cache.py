@@ -11,16 +11,8 @@ from textseg import TextSegmenter
 from textseg.detector import GroundingDinoDetector
 from textseg.images import load_image
 from textseg.prompt import parse_prompt
-from textseg.testing import make_grounding_dino
 
 FORCE = {"box_threshold": 0.0, "text_threshold": 0.0}
-
-
-@pytest.fixture(scope="module")
-def mm_dir(tmp_path_factory):
-    return make_grounding_dino(
-        tmp_path_factory.mktemp("models") / "mm-grounding-dino-test", family="mm-grounding-dino"
-    )
 
 
 @pytest.fixture(scope="module", params=["grounding-dino", "mm-grounding-dino"])
