@@ -13,7 +13,8 @@ like SAM 2's embedding cache): a second prompt on the same image runs only the t
 and the text-conditioned encoder/decoder. transformers has no input for precomputed image
 features, so during a call the adapter gives this model's backbone *instance* a forward that
 returns the cached output (the class and other models are untouched; restored after the
-call). The tests check that the boxes equal an uncached run exactly.
+call; calls from several threads take turns). The tests check that the boxes equal an
+uncached run exactly.
 
 What a second prompt still runs, the text-conditioned encoder, is most of a prompt's time on
 a CPU; there the adapter gives the model's image-text fusion and deformable attention the
@@ -32,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -195,6 +197,8 @@ class GroundingDinoDetector:
         self.cache_images = cache_images
         self.backbone_runs = 0
         self._cache: OrderedDict[str, _ImageEntry] = OrderedDict()
+        # one call at a time: the cache and the backbone's swapped forward are shared state
+        self._lock = threading.Lock()
         self._backbone = getattr(getattr(model, "model", None), "backbone", None)
         if self._backbone is None or not hasattr(self._backbone, "conv_encoder"):
             logger.warning(
@@ -352,14 +356,15 @@ class GroundingDinoDetector:
 
         self.check_prompt(prompt)
         token_phrase = token_phrase_ids(self._tokenize(prompt)["offset_mapping"], prompt.spans)
-        entry = self._image_entry(image, size)
         text = self.processor.tokenizer(prompt.text, return_tensors="pt")
         inputs = {k: v.to(self.runtime.device) for k, v in text.items()}
-        inputs["pixel_values"] = entry.pixel_values
-        if entry.pixel_mask is not None:
-            inputs["pixel_mask"] = entry.pixel_mask
-        with torch.inference_mode(), self._cached_backbone(entry):
-            outputs = self.model(**inputs)
+        with self._lock:
+            entry = self._image_entry(image, size)
+            inputs["pixel_values"] = entry.pixel_values
+            if entry.pixel_mask is not None:
+                inputs["pixel_mask"] = entry.pixel_mask
+            with torch.inference_mode(), self._cached_backbone(entry):
+                outputs = self.model(**inputs)
         probs = torch.sigmoid(outputs.logits[0].float()).cpu().numpy()  # (Q, 256)
         per_phrase = phrase_scores(probs, token_phrase, len(prompt.phrases))  # (Q, P)
         best = per_phrase.argmax(axis=1)

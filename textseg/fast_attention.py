@@ -1,10 +1,10 @@
-"""GroundingDINO's two text-conditioned attention kernels, with the same sums taken in a
-cheaper order (for the CPU, where they are most of a prompt's time).
+"""GroundingDINO's text-conditioned encoder with the same sums taken in a cheaper order
+(for the CPU, where it is most of a prompt's time).
 
 A second prompt on the same image reuses GroundingDINO's image backbone (detector.py), but
 the 6-layer encoder that fuses image and text has to run again over every image token
-(~18k of them at 800 pixels). Measured on 2 CPU cores (benchmarks/bench_textseg.py), two of
-its kernels cost far more than their arithmetic needs:
+(~18k of them at 800 pixels). Measured on 2 CPU cores (benchmarks/bench_textseg.py), three
+of its parts cost more than their arithmetic needs:
 
 1. Image-text fusion (`GroundingDinoBiMultiHeadAttention`, and MM-GroundingDINO's copy).
    transformers projects every image token into 1024 features three times (queries, values,
@@ -24,6 +24,14 @@ its kernels cost far more than their arithmetic needs:
    tensor. Here each sampling point's four bilinear corner weights are multiplied into its
    attention weight and one `F.embedding_bag` gathers and sums the 64 value rows per query
    and head. grid_sample's zero padding becomes a zero border around each level.
+3. The encoder layer (`GroundingDinoDeformableLayer`): once the values are projected, the
+   rest works token by token (sampling offsets and weights, the gather, the output
+   projection, the 256 → 2048 → 256 feed-forward block, residuals and LayerNorms), so it
+   runs LAYER_CHUNK image tokens at a time and its intermediates (a (tokens, 2048)
+   activation, the gather's indices) stay in the CPU's cache instead of each making a
+   round trip to memory (145 MB for the activation alone, per layer). Each token's
+   arithmetic is unchanged, except that its sampling point is taken as
+   (reference * size - 0.5) + offset rather than (reference + offset / size) * size - 0.5.
 
 Both are the same arithmetic in another order, so results agree to float rounding (about
 1e-6 relative in float32), not bit for bit; the tests compare them with transformers' own
@@ -43,7 +51,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["disable", "enable", "enabled_modules"]
+__all__ = ["LAYER_CHUNK", "disable", "enable", "enabled_modules"]
+
+LAYER_CHUNK = 512  # image tokens per step of an encoder layer: its (512, 2048) activation is 4 MB
 
 _FUSION_PARTS = (
     "vision_proj", "text_proj", "values_vision_proj", "values_text_proj",
@@ -113,6 +123,95 @@ def _fusion_forward(
     return (vision_out, vision_weights), (text_out, text_probs.view(B * h, T, N))
 
 
+class _ValueTable:
+    """Multi-scale deformable attention's values, laid out for one weighted gather.
+
+    value (B, S, heads, D) over the levels' (h, w) maps flattened one after the other. Each
+    level's map sits inside a zero border (1 pixel before, 2 after); row
+    ((b*S2 + s)*heads + head) of `rows` holds one value vector, so a bilinear corner outside
+    a map lands on the border and adds nothing, as grid_sample's zero padding does."""
+
+    def __init__(self, value: torch.Tensor, shapes: list[tuple[int, int]]) -> None:
+        B, _, H, D = value.shape
+        self.shapes, self.batch, self.heads, self.dim = shapes, B, H, D
+        size = sum((h + 3) * (w + 3) for h, w in shapes)
+        table = value.new_zeros(B, size, H, D)
+        firsts, first = [], 0
+        for (h, w), level in zip(shapes, value.split([h * w for h, w in shapes], dim=1)):
+            block = table[:, first : first + (h + 3) * (w + 3)].view(B, h + 3, w + 3, H, D)
+            block[:, 1 : h + 1, 1 : w + 1] = level.reshape(B, h, w, H, D)
+            firsts.append(first)
+            first += (h + 3) * (w + 3)
+        self.rows = table.view(-1, D)  # (B*S2*H, D)
+        self.firsts, self.size = firsts, size
+        # row arithmetic runs in floating point: exact for whole numbers below 2**24
+        self.exact = torch.float32 if self.rows.shape[0] < 2**24 else torch.float64
+        self.itype = torch.int32 if self.rows.shape[0] < 2**31 else torch.int64
+
+    def sample(self, xy: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
+        """Sum over levels and points of attention weight × bilinear sample.
+
+        xy (B, Q, heads, L, P, 2): pixel coordinates (x, y) per level as grid_sample with
+        align_corners=False takes them (location * size - 0.5), in self.exact;
+        attention_weights (B, Q, heads, L, P). Returns (B, Q, heads*D)."""
+        B, H, D = self.batch, self.heads, self.dim
+        Q, L, P = xy.shape[1], xy.shape[3], xy.shape[4]
+        dev, exact, itype = xy.device, self.exact, self.itype
+        size = torch.tensor([[w, h] for h, w in self.shapes], dtype=exact, device=dev)  # (L, 2)
+        # clamp to [-1, size]: beyond a map, both corners of that axis land on the border,
+        # or the one inside gets a weight of exactly 0
+        xy = torch.clamp(xy, torch.tensor(-1.0, dtype=exact, device=dev), size.view(L, 1, 2))
+        low = xy.floor()
+        frac = xy - low
+
+        # top-left corner (x, y) of level l, head j: row (first_l + (y+1)(w+3) + (x+1))*H + j;
+        # the other three corners are +H (right), +(w+3)H (below) and both
+        width = size[:, 0].view(L, 1)
+        step = (width + 3) * H  # (L, 1): one map row down
+        offset = (torch.tensor(self.firsts, dtype=exact, device=dev).view(L, 1) + width + 4) * H
+        offset = offset + torch.arange(H, dtype=exact, device=dev).view(H, 1, 1)  # (H, L, 1)
+        if B > 1:
+            batch = torch.arange(B, dtype=exact, device=dev) * (self.size * H)
+            offset = offset + batch.view(B, 1, 1, 1, 1)
+        corner = torch.add(torch.addcmul(offset, low[..., 1], step), low[..., 0], alpha=H)
+        corner = corner.to(itype)  # (B, Q, H, L, P)
+        down = step.to(itype)
+        index = torch.empty(B, Q, H, 4, L, P, dtype=itype, device=dev)
+        index[:, :, :, 0] = corner
+        torch.add(corner, H, out=index[:, :, :, 1])
+        torch.add(corner, down, out=index[:, :, :, 2])
+        torch.add(corner, down + H, out=index[:, :, :, 3])
+
+        # bilinear corner weights times the attention weight
+        dtype = self.rows.dtype
+        frac = frac.to(dtype)
+        near = 1 - frac
+        weight = attention_weights.to(dtype)
+        top, bottom = near[..., 1] * weight, frac[..., 1] * weight
+        weights = torch.empty(B, Q, H, 4, L, P, dtype=dtype, device=dev)
+        torch.mul(near[..., 0], top, out=weights[:, :, :, 0])
+        torch.mul(frac[..., 0], top, out=weights[:, :, :, 1])
+        torch.mul(near[..., 0], bottom, out=weights[:, :, :, 2])
+        torch.mul(frac[..., 0], bottom, out=weights[:, :, :, 3])
+
+        out = F.embedding_bag(
+            index.view(B * Q * H, 4 * L * P),
+            self.rows,
+            per_sample_weights=weights.view(B * Q * H, 4 * L * P),
+            mode="sum",
+        )  # (B*Q*H, D)
+        return out.view(B, Q, H * D)
+
+    def pixels(self, locations: torch.Tensor) -> torch.Tensor:
+        """(x, y) in [0, 1] of each level, (..., L, P, 2) → pixel coordinates for sample()."""
+        L = len(self.shapes)
+        size = torch.tensor(
+            [[w, h] for h, w in self.shapes], dtype=self.exact, device=locations.device
+        )
+        minus_half = torch.tensor(-0.5, dtype=self.exact, device=locations.device)
+        return torch.addcmul(minus_half, locations.to(self.exact), size.view(L, 1, 2))
+
+
 def _deformable_forward(
     self: Any,
     value: torch.Tensor,
@@ -134,73 +233,62 @@ def _deformable_forward(
             self, value, value_spatial_shapes, value_spatial_shapes_list, level_start_index,
             sampling_locations, attention_weights, im2col_step,
         )  # fmt: skip
-    B, _, H, D = value.shape
-    _, Q, _, L, P, _ = sampling_locations.shape
-    shapes = [(int(hh), int(ww)) for hh, ww in value_spatial_shapes_list]
-    dev = value.device
+    shapes = [(int(h), int(w)) for h, w in value_spatial_shapes_list]
+    table = _ValueTable(value, shapes)
+    return table.sample(table.pixels(sampling_locations), attention_weights)
 
-    # The value table: each level's map inside a zero border (1 pixel before, 2 after), rows
-    # ((b*S2 + s)*H + head). A corner outside a map then lands on the border, as below.
-    rows = sum((hh + 3) * (ww + 3) for hh, ww in shapes)
-    table = value.new_zeros(B, rows, H, D)
-    firsts, first = [], 0
-    for (hh, ww), level in zip(shapes, value.split([hh * ww for hh, ww in shapes], dim=1)):
-        block = table[:, first : first + (hh + 3) * (ww + 3)].view(B, hh + 3, ww + 3, H, D)
-        block[:, 1 : hh + 1, 1 : ww + 1] = level.reshape(B, hh, ww, H, D)
-        firsts.append(first)
-        first += (hh + 3) * (ww + 3)
 
-    # Pixel coordinates as grid_sample(align_corners=False) takes them, clamped to
-    # [-1, size]: a point beyond a map then has both corners of that axis on the border, or
-    # a weight of exactly 0 on the one inside. Row arithmetic in float32 is exact below 2**24.
-    exact = torch.float32 if B * rows * H < 2**24 else torch.float64
-    size = torch.tensor([[ww, hh] for hh, ww in shapes], dtype=exact, device=dev)  # (L, 2)
-    hi = size.view(L, 1, 2)
-    xy = torch.addcmul(
-        torch.tensor(-0.5, dtype=exact, device=dev), sampling_locations.to(exact), hi
-    )  # (B, Q, H, L, P, 2)
-    xy = torch.clamp(xy, torch.tensor(-1.0, dtype=exact, device=dev), hi)
-    low = xy.floor()
-    frac = xy - low
+def _layer_forward(
+    self: Any,
+    hidden_states: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_embeddings: torch.Tensor | None = None,
+    reference_points: torch.Tensor | None = None,
+    spatial_shapes: torch.Tensor | None = None,
+    spatial_shapes_list: list[tuple[int, int]] | None = None,
+    level_start_index: torch.Tensor | None = None,
+    output_attentions: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GroundingDinoDeformableLayer.forward, everything after the values taken LAYER_CHUNK
+    image tokens at a time (module doc). hidden_states: (B, N, C); reference_points
+    (B, N, L, 2) as (x, y) in [0, 1]. Returns (B, N, C) and the attention weights
+    (B, N, heads, L, P), as transformers does."""
+    attn = self.self_attn
+    if self.training or reference_points is None or reference_points.shape[-1] != 2:
+        return type(self).forward(
+            self, hidden_states, attention_mask, position_embeddings, reference_points,
+            spatial_shapes, spatial_shapes_list, level_start_index, output_attentions,
+        )  # fmt: skip
+    B, N, C = hidden_states.shape
+    H, L, P = attn.n_heads, attn.n_levels, attn.n_points
+    shapes = [(int(h), int(w)) for h, w in spatial_shapes_list]
+    queries = hidden_states if position_embeddings is None else hidden_states + position_embeddings
+    value = attn.value_proj(hidden_states)
+    if attention_mask is not None:  # True where a token is real
+        value = value.masked_fill(~attention_mask[..., None], 0.0)
+    table = _ValueTable(value.view(B, N, H, C // H), shapes)
+    # pixel = (reference + offset / size) * size - 0.5 = (reference * size - 0.5) + offset
+    anchors = table.pixels(reference_points[:, :, None, :, None, :])  # (B, N, 1, L, 1, 2)
 
-    # top-left corner (x, y) of level l, head j: row (first_l + (y+1)(w+3) + (x+1)) * H + j;
-    # the other three corners are +H (right), +(w+3)H (below) and both
-    width = size[:, 0].view(L, 1)
-    step = (width + 3) * H  # (L, 1): one map row down
-    offset = (torch.tensor(firsts, dtype=exact, device=dev).view(L, 1) + width + 4) * H
-    offset = offset + torch.arange(H, dtype=exact, device=dev).view(H, 1, 1)  # (H, L, 1)
-    if B > 1:
-        offset = offset + (torch.arange(B, dtype=exact, device=dev) * (rows * H)).view(
-            B, 1, 1, 1, 1
-        )
-    itype = torch.int32 if B * rows * H < 2**31 else torch.int64
-    corner = torch.add(torch.addcmul(offset, low[..., 1], step), low[..., 0], alpha=H)
-    corner = corner.to(itype)  # (B, Q, H, L, P)
-    down = step.to(itype)
-    index = torch.empty(B, Q, H, 4, L, P, dtype=itype, device=dev)
-    index[:, :, :, 0] = corner
-    torch.add(corner, H, out=index[:, :, :, 1])
-    torch.add(corner, down, out=index[:, :, :, 2])
-    torch.add(corner, down + H, out=index[:, :, :, 3])
+    out = torch.empty_like(hidden_states)
+    weights_out = hidden_states.new_empty(B, N, H, L, P)
+    for start in range(0, N, LAYER_CHUNK):
+        stop = min(start + LAYER_CHUNK, N)
+        q = queries[:, start:stop]
+        n = stop - start
+        offsets = attn.sampling_offsets(q).view(B, n, H, L, P, 2)
+        weights = attn.attention_weights(q).view(B, n, H, L * P)
+        weights = F.softmax(weights, -1).view(B, n, H, L, P)
+        weights_out[:, start:stop] = weights
+        xy = anchors[:, start:stop] + offsets.to(table.exact)
+        attended = attn.output_proj(table.sample(xy, weights))  # (B, n, C)
+        x = self.self_attn_layer_norm(hidden_states[:, start:stop] + attended)
+        y = self.fc2(self.activation_fn(self.fc1(x)))
+        out[:, start:stop] = self.final_layer_norm(x + y)
+    return out, weights_out
 
-    # bilinear corner weights times the attention weight
-    frac = frac.to(value.dtype)
-    near = 1 - frac
-    weight = attention_weights.to(value.dtype)
-    top, bottom = near[..., 1] * weight, frac[..., 1] * weight
-    weights = torch.empty(B, Q, H, 4, L, P, dtype=value.dtype, device=dev)
-    torch.mul(near[..., 0], top, out=weights[:, :, :, 0])
-    torch.mul(frac[..., 0], top, out=weights[:, :, :, 1])
-    torch.mul(near[..., 0], bottom, out=weights[:, :, :, 2])
-    torch.mul(frac[..., 0], bottom, out=weights[:, :, :, 3])
 
-    out = F.embedding_bag(
-        index.view(B * Q * H, 4 * L * P),
-        table.view(-1, D),
-        per_sample_weights=weights.view(B * Q * H, 4 * L * P),
-        mode="sum",
-    )  # (B*Q*H, D)
-    return out.view(B, Q, H * D)
+_LAYER_PARTS = ("self_attn", "self_attn_layer_norm", "fc1", "fc2", "final_layer_norm")
 
 
 def _kind(module: torch.nn.Module) -> str | None:
@@ -210,15 +298,17 @@ def _kind(module: torch.nn.Module) -> str | None:
         return "fusion"
     if name == "MultiScaleDeformableAttention" and not any(True for _ in module.parameters()):
         return "deformable"
+    if name.endswith("DeformableLayer") and all(hasattr(module, p) for p in _LAYER_PARTS):
+        return "layer"
     return None
 
 
-_FORWARDS = {"fusion": _fusion_forward, "deformable": _deformable_forward}
+_FORWARDS = {"fusion": _fusion_forward, "deformable": _deformable_forward, "layer": _layer_forward}
 
 
 def enable(model: torch.nn.Module) -> int:
-    """Give this model's fusion and deformable-attention modules the regrouped forwards;
-    returns how many modules now have them (0 for a model without either)."""
+    """Give this model's fusion, deformable-attention and encoder-layer modules the
+    regrouped forwards; returns how many modules now have them (0 for a model without any)."""
     count = 0
     for module in model.modules():
         kind = _kind(module)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -383,15 +384,38 @@ class MaskPropagator(Protocol):
     def propagate(self, start: int, last: int) -> Iterator[tuple[int, dict[int, np.ndarray]]]: ...
 
 
+_SWAP_LOCK = threading.Lock()
+_SWAPS: dict[tuple[int, str], list] = {}  # (id(module), name) -> [original, blocks open]
+_START_LOCK = threading.Lock()  # sam2's frame loader is swapped per clip: one start at a time
+
+
 @contextmanager
 def _swapped(module: Any, name: str, value: Any) -> Iterator[None]:
-    """Set module.name = value for the block (not thread-safe: one clip at a time per process)."""
-    old = getattr(module, name)
-    setattr(module, name, value)
+    """Set module.name = value for the block; the original comes back when the last block
+    that set it ends. Blocks may overlap (threads, or several propagate generators alive at
+    once, ending in any order) when they set the same value."""
+    key = (id(module), name)
+    with _SWAP_LOCK:
+        held = _SWAPS.get(key)
+        if held is None:
+            _SWAPS[key] = [getattr(module, name), 1]
+            setattr(module, name, value)
+        elif getattr(module, name) is value:
+            held[1] += 1
+        else:
+            raise RuntimeError(
+                f"{getattr(module, '__name__', module)}.{name} is already replaced by another "
+                "block with a different value; run these one at a time"
+            )
     try:
         yield
     finally:
-        setattr(module, name, old)
+        with _SWAP_LOCK:
+            held = _SWAPS[key]
+            held[1] -= 1
+            if held[1] == 0:
+                setattr(module, name, held[0])
+                del _SWAPS[key]
 
 
 def _silent(iterable, *args, **kwargs):  # sam2 opens one tqdm bar per call; we keep our own
@@ -469,7 +493,7 @@ class Sam2VideoPropagator:
 
         # sam2's init_state reads a JPEG folder or an MP4 through its own loader (all frames
         # as float32 on the device by default); hand it the frames decoded here instead.
-        with _swapped(svp, "load_video_frames", load), self._context():
+        with _START_LOCK, _swapped(svp, "load_video_frames", load), self._context():
             self.state = self.predictor.init_state(
                 video_path=frames.name, offload_video_to_cpu=True, offload_state_to_cpu=True
             )

@@ -1,6 +1,7 @@
 """textseg.fast_attention against transformers' own modules: the fusion attention at its
 real width, the deformable attention with points inside, on and outside every level, and
-whole GroundingDINO / MM-GroundingDINO models, with the same weights."""
+whole GroundingDINO / MM-GroundingDINO models (the encoder layers' feed-forward in chunks
+included), with the same weights."""
 
 from __future__ import annotations
 
@@ -116,7 +117,8 @@ def family_dirs(model_dirs, mm_dir):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_whole_model_gives_transformers_outputs(family, family_dirs, sample_image):
+def test_whole_model_gives_transformers_outputs(family, family_dirs, sample_image, monkeypatch):
+    monkeypatch.setattr(fast_attention, "LAYER_CHUNK", 100)  # several chunks, the last one short
     folder = family_dirs[family]
     model = AutoModelForZeroShotObjectDetection.from_pretrained(folder).eval()
     processor = AutoProcessor.from_pretrained(folder)
@@ -135,7 +137,10 @@ def test_whole_model_gives_transformers_outputs(family, family_dirs, sample_imag
         again = model(**inputs)
     config = model.config
     assert fast_attention.enabled_modules(model) == 0  # all off again after disable()
-    assert n == 2 * config.encoder_layers + config.decoder_layers  # fusion + deformable
+    # per encoder layer: fusion, deformable attention, the layer; per decoder layer: deformable
+    assert n == 3 * config.encoder_layers + config.decoder_layers
+    height, width = inputs["pixel_values"].shape[-2:]
+    assert (height // 8) * (width // 8) > 3 * 100  # the first level alone fills 3 chunks
     torch.testing.assert_close(fast.logits, ref.logits, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(fast.pred_boxes, ref.pred_boxes, rtol=1e-4, atol=1e-5)
     assert torch.equal(again.logits, ref.logits)

@@ -3,6 +3,8 @@ MM-GroundingDINO built from transformers' real classes) through one adapter."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ from textseg import TextSegmenter
 from textseg.detector import GroundingDinoDetector
 from textseg.images import load_image
 from textseg.prompt import parse_prompt
+from textseg.testing import make_sample_image
 
 FORCE = {"box_threshold": 0.0, "text_threshold": 0.0}
 
@@ -114,3 +117,24 @@ def test_mm_grounding_dino_runs_the_whole_pipeline(mm_dir, model_dirs, sample_im
     assert ts.detector.backbone_runs == 1
     ts.segment(sample_image, "dog", max_objects=1, **FORCE)
     assert ts.detector.backbone_runs == 1
+
+
+def test_calls_from_several_threads_each_get_their_own_image(model_dirs, runtime, tmp_path):
+    """The cached backbone is swapped in per call: overlapping calls must not see each
+    other's image (they take turns), and the cache must not store one image under another."""
+    det = GroundingDinoDetector.from_pretrained(
+        model_dirs["detector"], runtime=runtime, cache_images=4
+    )
+    images = [
+        load_image(make_sample_image(tmp_path / f"{i}.jpg", height=200, width=260, seed=i))
+        for i in range(4)
+    ]
+    prompts = [parse_prompt(p) for p in ("cat", "remote", "a red car", "cat, remote")]
+    expected = [det.detect(im, p, **FORCE) for im, p in zip(images, prompts)]
+    det.clear_cache()
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):  # the first round fills the cache concurrently, then reads it
+            got = pool.map(lambda job: det.detect(*job, **FORCE), zip(images, prompts))
+            for found, want in zip(got, expected):
+                _same(found, want)
+    assert det.backbone_runs == 8  # 4 before, then each image once more

@@ -463,3 +463,31 @@ def test_frames_folder_max_frames_and_large_frames_on_a_working_copy(
         ts.segment_video(folder, "red", max_frames=0)
     with pytest.raises(VideoLoadError, match="no such file"):
         ts.segment_video(tmp_path / "nope.mp4", "red")
+
+
+def test_swapped_names_may_overlap_and_end_in_any_order():
+    """sam2's tqdm is swapped while a propagate generator is alive; two clips' generators
+    (or threads) may overlap and end in any order, and the original must come back."""
+    from types import SimpleNamespace
+
+    from textseg.video import _swapped
+
+    module = SimpleNamespace(__name__="fake_sam2", tqdm="original")
+
+    def propagate():
+        with _swapped(module, "tqdm", "quiet"):
+            yield module.tqdm
+            yield module.tqdm
+
+    first, second = propagate(), propagate()
+    assert next(first) == next(second) == "quiet"
+    first.close()  # the first one to start ends first
+    assert module.tqdm == "quiet"  # the second is still running
+    second.close()
+    assert module.tqdm == "original"
+    with _swapped(module, "tqdm", "a"):
+        with pytest.raises(RuntimeError, match="already replaced"):
+            with _swapped(module, "tqdm", "b"):
+                pass
+        assert module.tqdm == "a"
+    assert module.tqdm == "original"
