@@ -122,17 +122,26 @@ def test_whole_model_gives_transformers_outputs(family, family_dirs, sample_imag
     folder = family_dirs[family]
     model = AutoModelForZeroShotObjectDetection.from_pretrained(folder).eval()
     processor = AutoProcessor.from_pretrained(folder)
-    with torch.no_grad():  # let the text and image mix fully (layer scale starts at 1e-4)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith(("vision_param", "text_param")):
-                p.fill_(1.0)
+                p.fill_(1.0)  # let text and image mix fully (layer scale starts at 1e-4)
+            elif ".sampling_offsets.weight" in name or ".attention_weights.weight" in name:
+                # start at 0 (a fixed grid of points, equal weights): make them read the query
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    image = load_image(sample_image)
+    # two images of different shapes: one of them is padded, so masks matter too
     inputs = processor(
-        images=load_image(sample_image), text="cat. remote control.", return_tensors="pt"
+        images=[image, image.crop((0, 0, 200, 140))],
+        text=["cat. remote control.", "cat. remote control."],
+        return_tensors="pt",
     )
+    assert not inputs["pixel_mask"].all()
     with torch.inference_mode():
-        ref = model(**inputs)
+        ref = model(**inputs, output_attentions=True)
         n = fast_attention.enable(model)
-        fast = model(**inputs)
+        fast = model(**inputs, output_attentions=True)
         fast_attention.disable(model)
         again = model(**inputs)
     config = model.config
@@ -143,6 +152,11 @@ def test_whole_model_gives_transformers_outputs(family, family_dirs, sample_imag
     assert (height // 8) * (width // 8) > 3 * 100  # the first level alone fills 3 chunks
     torch.testing.assert_close(fast.logits, ref.logits, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(fast.pred_boxes, ref.pred_boxes, rtol=1e-4, atol=1e-5)
+    # the encoder's attention weights (fusion both ways, text, deformable) per layer too
+    kinds = zip(fast.encoder_attentions, ref.encoder_attentions, strict=True)
+    for fast_kind, ref_kind in kinds:
+        for got, want in zip(fast_kind, ref_kind, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
     assert torch.equal(again.logits, ref.logits)
 
 
