@@ -17,9 +17,10 @@ call; calls from several threads take turns). The tests check that the boxes equ
 uncached run exactly.
 
 What a second prompt still runs, the text-conditioned encoder, is most of a prompt's time on
-a CPU; there the adapter gives the model's image-text fusion and deformable attention the
-cheaper forms of `textseg.fast_attention` (the same sums regrouped; results agree with
-transformers' to float rounding). `fast_attention=False` keeps transformers' own.
+a CPU; there the adapter gives the model's encoder (image-text fusion, deformable attention,
+the layers' token-wise rest) the cheaper forms of `textseg.fast_attention` (the same sums
+regrouped; results agree with transformers' to float rounding). `fast_attention=False`
+keeps transformers' own.
 
 The raw outputs are decoded here rather than with the processor's
 `post_process_grounded_object_detection`, for two reasons: its labels are rebuilt from the
@@ -164,10 +165,10 @@ class GroundingDinoDetector:
     cache_images: how many images' backbone outputs to keep (least recently used goes
         first; 0 turns the cache off). One entry of grounding-dino-tiny at 800 pixels is
         about 45 MB. `backbone_runs` counts backbone runs, so callers can see the cache.
-    fast_attention: run the fusion and deformable attention in textseg.fast_attention's
-        cheaper order (about 2x faster per prompt on a CPU, measured in
-        benchmarks/bench_textseg.py). None (default): on the CPU only, the device where it
-        was measured; True/False: always/never. It changes this model instance in place.
+    fast_attention: run the text-conditioned encoder in textseg.fast_attention's cheaper
+        order (on 2 CPU cores a first prompt 1.8x and a second prompt 2.7x faster, measured
+        in benchmarks/bench_textseg.py). None (default): on the CPU only, the device where
+        it was measured; True/False: always/never. It changes this model instance in place.
     """
 
     def __init__(
