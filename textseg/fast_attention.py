@@ -33,8 +33,8 @@ of its parts cost more than their arithmetic needs:
    arithmetic is unchanged, except that its sampling point is taken as
    (reference * size - 0.5) + offset rather than (reference + offset / size) * size - 0.5.
 
-Both are the same arithmetic in another order, so results agree to float rounding (about
-1e-6 relative in float32), not bit for bit; the tests compare them with transformers' own
+All three are the same arithmetic in another order, so results agree to float rounding
+(about 1e-6 relative in float32), not bit for bit; the tests compare them with transformers' own
 modules, alone and inside whole models of both families. Training mode runs transformers'
 forward (dropout sits between the products regrouped here).
 
@@ -133,9 +133,9 @@ class _ValueTable:
 
     def __init__(self, value: torch.Tensor, shapes: list[tuple[int, int]]) -> None:
         B, _, H, D = value.shape
-        self.shapes, self.batch, self.heads, self.dim = shapes, B, H, D
-        size = sum((h + 3) * (w + 3) for h, w in shapes)
-        table = value.new_zeros(B, size, H, D)
+        self.batch, self.heads, self.dim = B, H, D
+        per_batch = sum((h + 3) * (w + 3) for h, w in shapes)
+        table = value.new_zeros(B, per_batch, H, D)
         firsts, first = [], 0
         for (h, w), level in zip(shapes, value.split([h * w for h, w in shapes], dim=1)):
             block = table[:, first : first + (h + 3) * (w + 3)].view(B, h + 3, w + 3, H, D)
@@ -143,10 +143,11 @@ class _ValueTable:
             firsts.append(first)
             first += (h + 3) * (w + 3)
         self.rows = table.view(-1, D)  # (B*S2*H, D)
-        self.firsts, self.size = firsts, size
+        self.firsts, self.per_batch = firsts, per_batch
         # row arithmetic runs in floating point: exact for whole numbers below 2**24
         self.exact = torch.float32 if self.rows.shape[0] < 2**24 else torch.float64
         self.itype = torch.int32 if self.rows.shape[0] < 2**31 else torch.int64
+        self.wh = torch.tensor([[w, h] for h, w in shapes], dtype=self.exact, device=value.device)
 
     def sample(self, xy: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
         """Sum over levels and points of attention weight × bilinear sample.
@@ -157,7 +158,7 @@ class _ValueTable:
         B, H, D = self.batch, self.heads, self.dim
         Q, L, P = xy.shape[1], xy.shape[3], xy.shape[4]
         dev, exact, itype = xy.device, self.exact, self.itype
-        size = torch.tensor([[w, h] for h, w in self.shapes], dtype=exact, device=dev)  # (L, 2)
+        size = self.wh  # (L, 2): each level's width and height
         # clamp to [-1, size]: beyond a map, both corners of that axis land on the border,
         # or the one inside gets a weight of exactly 0
         xy = torch.clamp(xy, torch.tensor(-1.0, dtype=exact, device=dev), size.view(L, 1, 2))
@@ -171,7 +172,7 @@ class _ValueTable:
         offset = (torch.tensor(self.firsts, dtype=exact, device=dev).view(L, 1) + width + 4) * H
         offset = offset + torch.arange(H, dtype=exact, device=dev).view(H, 1, 1)  # (H, L, 1)
         if B > 1:
-            batch = torch.arange(B, dtype=exact, device=dev) * (self.size * H)
+            batch = torch.arange(B, dtype=exact, device=dev) * (self.per_batch * H)
             offset = offset + batch.view(B, 1, 1, 1, 1)
         corner = torch.add(torch.addcmul(offset, low[..., 1], step), low[..., 0], alpha=H)
         corner = corner.to(itype)  # (B, Q, H, L, P)
@@ -204,12 +205,8 @@ class _ValueTable:
 
     def pixels(self, locations: torch.Tensor) -> torch.Tensor:
         """(x, y) in [0, 1] of each level, (..., L, P, 2) → pixel coordinates for sample()."""
-        L = len(self.shapes)
-        size = torch.tensor(
-            [[w, h] for h, w in self.shapes], dtype=self.exact, device=locations.device
-        )
         minus_half = torch.tensor(-0.5, dtype=self.exact, device=locations.device)
-        return torch.addcmul(minus_half, locations.to(self.exact), size.view(L, 1, 2))
+        return torch.addcmul(minus_half, locations.to(self.exact), self.wh.view(-1, 1, 2))
 
 
 def _deformable_forward(
