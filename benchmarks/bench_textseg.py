@@ -17,7 +17,7 @@ TextSegmenter.from_pretrained(<local folders>) as users would, and times, per im
                         shortest side instead of 800), on other new images
     other attention     first / second with textseg.fast_attention switched the other way
                         (off where the detector turns it on, i.e. the CPU: transformers' own
-                        fusion and deformable attention; on elsewhere), on other new images
+                        encoder; on elsewhere), on other new images
 
 and prints the ratios first / plain and second / first. To compare like with like, every
 call keeps exactly --objects boxes (threshold 0, the best N by score), since random weights

@@ -166,7 +166,7 @@ class GroundingDinoDetector:
         first; 0 turns the cache off). One entry of grounding-dino-tiny at 800 pixels is
         about 45 MB. `backbone_runs` counts backbone runs, so callers can see the cache.
     fast_attention: run the text-conditioned encoder in textseg.fast_attention's cheaper
-        order (on 2 CPU cores a first prompt 1.8x and a second prompt 2.7x faster, measured
+        order (on 2 CPU cores a first prompt 1.8x and a second prompt 2.6x faster, measured
         in benchmarks/bench_textseg.py). None (default): on the CPU only, the device where
         it was measured; True/False: always/never. It changes this model instance in place.
     """
