@@ -123,6 +123,15 @@ def _fusion_forward(
     return (vision_out, vision_weights), (text_out, text_probs.view(B * h, T, N))
 
 
+def _level_shapes(
+    shapes_list: list[tuple[int, int]] | None, shapes: torch.Tensor | None
+) -> list[tuple[int, int]]:
+    """Each level's (height, width) as ints, from the list transformers passes (or its tensor)."""
+    if shapes_list is None:
+        shapes_list = shapes.tolist()
+    return [(int(h), int(w)) for h, w in shapes_list]
+
+
 class _ValueTable:
     """Multi-scale deformable attention's values, laid out for one weighted gather.
 
@@ -162,8 +171,8 @@ class _ValueTable:
         # clamp to [-1, size]: beyond a map, both corners of that axis land on the border,
         # or the one inside gets a weight of exactly 0
         xy = torch.clamp(xy, torch.tensor(-1.0, dtype=exact, device=dev), size.view(L, 1, 2))
-        low = xy.floor()
-        frac = xy - low
+        low = xy.floor().nan_to_num_(nan=-1.0)  # a NaN point reads the border...
+        frac = xy - low  # ...with NaN weights: NaN out, as grid_sample gives
 
         # top-left corner (x, y) of level l, head j: row (first_l + (y+1)(w+3) + (x+1))*H + j;
         # the other three corners are +H (right), +(w+3)H (below) and both
@@ -230,8 +239,7 @@ def _deformable_forward(
             self, value, value_spatial_shapes, value_spatial_shapes_list, level_start_index,
             sampling_locations, attention_weights, im2col_step,
         )  # fmt: skip
-    shapes = [(int(h), int(w)) for h, w in value_spatial_shapes_list]
-    table = _ValueTable(value, shapes)
+    table = _ValueTable(value, _level_shapes(value_spatial_shapes_list, value_spatial_shapes))
     return table.sample(table.pixels(sampling_locations), attention_weights)
 
 
@@ -258,7 +266,7 @@ def _layer_forward(
         )  # fmt: skip
     B, N, C = hidden_states.shape
     H, L, P = attn.n_heads, attn.n_levels, attn.n_points
-    shapes = [(int(h), int(w)) for h, w in spatial_shapes_list]
+    shapes = _level_shapes(spatial_shapes_list, spatial_shapes)
     queries = hidden_states if position_embeddings is None else hidden_states + position_embeddings
     value = attn.value_proj(hidden_states)
     if attention_mask is not None:  # True where a token is real

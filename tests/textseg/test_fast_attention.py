@@ -88,6 +88,7 @@ def _deformable_inputs(batch: int, seed: int):
         loc[:, :5, :, level, :, 1] = (torch.arange(5)[:, None, None] % h + 0.5) / h
     far = torch.tensor([0.0, 1.0, -3.0, 3.0])[:, None, None, None, None]
     loc[:, 5:9] = far.expand_as(loc[:, 5:9])
+    loc[:, 9, 0, 0, 0, 0] = float("nan")  # a broken point: NaN out for that head, no crash
     weights = torch.rand(batch, queries, heads, len(shapes), points, generator=gen)
     spatial = torch.tensor(shapes)
     starts = torch.cat([spatial.new_zeros(1), (spatial[:, 0] * spatial[:, 1]).cumsum(0)[:-1]])
@@ -106,8 +107,12 @@ def test_deformable_attention_equals_transformers_grid_sample(batch):
         ref = module(*args, 64)
         assert fast_attention.enable(module) == 1
         out = module(*args, 64)
+        value, spatial, _, starts, loc, weights = args  # the shapes as a tensor only
+        from_tensor = module(value, spatial, None, starts, loc, weights, 64)
+    assert torch.equal(from_tensor.nan_to_num(), out.nan_to_num())
     assert out.shape == ref.shape == (batch, 60, 4 * 8)
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    assert ref[:, 9, :8].isnan().all()  # transformers' own answer for the NaN point
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5, equal_nan=True)
     assert torch.equal(out[:, 7:9], torch.zeros_like(out[:, 7:9]))  # all points at -3 or 3
 
 
