@@ -17,6 +17,11 @@ from textseg.export import folder_name, output_dir
 FORCE = ["--box-threshold", "0", "--text-threshold", "0"]
 
 
+def _model_args(model_dirs) -> list[str]:
+    """The CLI flags that load the tests' tiny models."""
+    return ["--detector", str(model_dirs["detector"]), "--segmenter", str(model_dirs["segmenter"])]
+
+
 def _seg(n: int, source: str | None = "a.png", h: int = 20, w: int = 30) -> Segmentation:
     masks = np.zeros((n, h, w), bool)
     for i in range(n):
@@ -99,12 +104,7 @@ def test_output_dir_never_takes_another_images_folder(tmp_path):
 
 @pytest.mark.slow
 def test_cli_never_overwrites_another_images_results(model_dirs, sample_image, tmp_path, capsys):
-    models = [
-        "--detector",
-        str(model_dirs["detector"]),
-        "--segmenter",
-        str(model_dirs["segmenter"]),
-    ]
+    models = _model_args(model_dirs)
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
     Image.open(sample_image).save(a / "photo.png")
@@ -124,12 +124,7 @@ def test_cli_never_overwrites_another_images_results(model_dirs, sample_image, t
 
 @pytest.mark.slow
 def test_cli_goes_around_whatever_is_in_the_way(model_dirs, sample_image, tmp_path, capsys):
-    models = [
-        "--detector",
-        str(model_dirs["detector"]),
-        "--segmenter",
-        str(model_dirs["segmenter"]),
-    ]
+    models = _model_args(model_dirs)
     folder = tmp_path / "in"
     folder.mkdir()
     for name in ("a.png", "b.png", "...png"):
@@ -156,12 +151,7 @@ def test_cli_goes_around_whatever_is_in_the_way(model_dirs, sample_image, tmp_pa
 def test_cli_save_error_skips_one_image_not_the_batch(model_dirs, sample_image, tmp_path, capsys):
     """b's folder name is taken by a dangling symlink: saving b fails (one line, exit 1),
     a and c are still written."""
-    models = [
-        "--detector",
-        str(model_dirs["detector"]),
-        "--segmenter",
-        str(model_dirs["segmenter"]),
-    ]
+    models = _model_args(model_dirs)
     folder = tmp_path / "in"
     folder.mkdir()
     for name in ("a.png", "b.png", "c.png"):

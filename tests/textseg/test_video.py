@@ -167,17 +167,22 @@ def _ids_per_frame(frames_out) -> list[list[int]]:
     return [sorted(f) for f in frames_out]
 
 
-def test_ids_stay_stable_and_the_entering_object_gets_a_new_id_at_the_next_detection_frame(
-    decoded,
-):
-    # key frames 0, 3, 6: the box enters at frame 4, so it is found at frame 6
-    objects, frames, keys = track_objects(
+def _track(decoded):
+    """track_objects on the test clip: key frames every 3 frames, known masks."""
+    return track_objects(
         num_frames=FRAMES,
         find=_finder(decoded),
         propagator=KnownPropagator(decoded),
         every=3,
         match_iou=0.5,
     )
+
+
+def test_ids_stay_stable_and_the_entering_object_gets_a_new_id_at_the_next_detection_frame(
+    decoded,
+):
+    # key frames 0, 3, 6: the box enters at frame 4, so it is found at frame 6
+    objects, frames, keys = _track(decoded)
     assert keys == (0, 3, 6)
     assert [(o.id, o.label, o.first_frame, o.last_frame) for o in objects] == [
         (0, "red", 0, 7),
@@ -231,13 +236,7 @@ def _same_objects(a: VideoSegmentation, b: VideoSegmentation) -> bool:
 
 
 def test_json_round_trip_is_exact_and_textseg_load_reads_it(decoded, tmp_path):
-    objects, frames, keys = track_objects(
-        num_frames=FRAMES,
-        find=_finder(decoded),
-        propagator=KnownPropagator(decoded),
-        every=3,
-        match_iou=0.5,
-    )
+    objects, frames, keys = _track(decoded)
     vseg = VideoSegmentation(
         objects=objects, frames=frames, image_size=(H, W), fps=8.0, prompt="red. blue.",
         phrases=("red", "blue"), every=3, detection_frames=keys, source="clip.mp4",
@@ -261,13 +260,7 @@ def test_json_round_trip_is_exact_and_textseg_load_reads_it(decoded, tmp_path):
 
 
 def test_save_video_refuses_another_clip_and_leaves_the_folder_as_it_was(decoded, clip, tmp_path):
-    objects, frames, keys = track_objects(
-        num_frames=FRAMES,
-        find=_finder(decoded),
-        propagator=KnownPropagator(decoded),
-        every=3,
-        match_iou=0.5,
-    )
+    objects, frames, keys = _track(decoded)
     vseg = VideoSegmentation(
         objects=objects, frames=frames, image_size=(H, W), fps=8.0, prompt="red. blue.",
         phrases=("red", "blue"), every=3, detection_frames=keys, source=str(clip),
