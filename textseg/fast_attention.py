@@ -152,11 +152,27 @@ class _ValueTable:
             firsts.append(first)
             first += (h + 3) * (w + 3)
         self.rows = table.view(-1, D)  # (B*S2*H, D)
-        self.firsts, self.per_batch = firsts, per_batch
         # row arithmetic runs in floating point: exact for whole numbers below 2**24
-        self.exact = torch.float32 if self.rows.shape[0] < 2**24 else torch.float64
+        exact = torch.float32 if self.rows.shape[0] < 2**24 else torch.float64
+        self.exact = exact
         self.itype = torch.int32 if self.rows.shape[0] < 2**31 else torch.int64
-        self.wh = torch.tensor([[w, h] for h, w in shapes], dtype=self.exact, device=value.device)
+        dev, L = value.device, len(shapes)
+        self.wh = torch.tensor([[w, h] for h, w in shapes], dtype=exact, device=dev)  # (L, 2)
+
+        # What sample() needs per call, made once (the encoder layer samples chunk by chunk).
+        # Top-left corner (x, y) of level l, head j, sample b is row
+        # ((b*S2 + first_l + (y+1)(w+3) + (x+1)) * H + j); the other three corners are
+        # +H (right), +(w+3)H (below) and both.
+        width = self.wh[:, 0].view(L, 1)
+        self.step = (width + 3) * H  # (L, 1): one map row down
+        offset = (torch.tensor(firsts, dtype=exact, device=dev).view(L, 1) + width + 4) * H
+        offset = offset + torch.arange(H, dtype=exact, device=dev).view(H, 1, 1)  # (H, L, 1)
+        if B > 1:
+            batch = torch.arange(B, dtype=exact, device=dev) * (per_batch * H)
+            offset = offset + batch.view(B, 1, 1, 1, 1)
+        self.offset = offset
+        self.down = self.step.to(self.itype)
+        self.minus_one = torch.tensor(-1.0, dtype=exact, device=dev)
 
     def sample(self, xy: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
         """Sum over levels and points of attention weight × bilinear sample.
@@ -166,31 +182,21 @@ class _ValueTable:
         attention_weights (B, Q, heads, L, P). Returns (B, Q, heads*D)."""
         B, H, D = self.batch, self.heads, self.dim
         Q, L, P = xy.shape[1], xy.shape[3], xy.shape[4]
-        dev, exact, itype = xy.device, self.exact, self.itype
-        size = self.wh  # (L, 2): each level's width and height
+        dev, itype = xy.device, self.itype
         # clamp to [-1, size]: beyond a map, both corners of that axis land on the border,
         # or the one inside gets a weight of exactly 0
-        xy = torch.clamp(xy, torch.tensor(-1.0, dtype=exact, device=dev), size.view(L, 1, 2))
+        xy = torch.clamp(xy, self.minus_one, self.wh.view(L, 1, 2))
         low = xy.floor().nan_to_num_(nan=-1.0)  # a NaN point reads the border...
         frac = xy - low  # ...with NaN weights: NaN out, as grid_sample gives
 
-        # top-left corner (x, y) of level l, head j: row (first_l + (y+1)(w+3) + (x+1))*H + j;
-        # the other three corners are +H (right), +(w+3)H (below) and both
-        width = size[:, 0].view(L, 1)
-        step = (width + 3) * H  # (L, 1): one map row down
-        offset = (torch.tensor(self.firsts, dtype=exact, device=dev).view(L, 1) + width + 4) * H
-        offset = offset + torch.arange(H, dtype=exact, device=dev).view(H, 1, 1)  # (H, L, 1)
-        if B > 1:
-            batch = torch.arange(B, dtype=exact, device=dev) * (self.per_batch * H)
-            offset = offset + batch.view(B, 1, 1, 1, 1)
-        corner = torch.add(torch.addcmul(offset, low[..., 1], step), low[..., 0], alpha=H)
+        # the four corners' rows (see __init__)
+        corner = torch.add(torch.addcmul(self.offset, low[..., 1], self.step), low[..., 0], alpha=H)
         corner = corner.to(itype)  # (B, Q, H, L, P)
-        down = step.to(itype)
         index = torch.empty(B, Q, H, 4, L, P, dtype=itype, device=dev)
         index[:, :, :, 0] = corner
         torch.add(corner, H, out=index[:, :, :, 1])
-        torch.add(corner, down, out=index[:, :, :, 2])
-        torch.add(corner, down + H, out=index[:, :, :, 3])
+        torch.add(corner, self.down, out=index[:, :, :, 2])
+        torch.add(corner, self.down + H, out=index[:, :, :, 3])
 
         # bilinear corner weights times the attention weight
         dtype = self.rows.dtype
