@@ -89,7 +89,7 @@ def main() -> None:
     args = p.parse_args()
     data = _photo(args.width, args.height)
     value = ({"name": "photo.jpg", "type": "image/jpeg", "size": len(data), "content": memoryview(data),
-              "last_modified": datetime.datetime.now(tz=datetime.timezone.utc)},)  # fmt: skip
+              "last_modified": datetime.datetime.now(tz=datetime.UTC)},)  # fmt: skip
     app = build_app(_Stub(args.objects), max_upload_bytes=len(data) + 1)
     app.upload.value = value
     app.prompt.value = "cat"

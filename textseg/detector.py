@@ -288,14 +288,18 @@ class GroundingDinoDetector:
         self._cache.clear()
 
     def _image_entry(self, image: Image.Image, size: int | None) -> _ImageEntry:
-        array = np.asarray(image)
+        array = np.array(image)  # a writable copy: torch warns on a read-only array
         key = image_key(array, size)
         entry = self._cache.get(key)
         if entry is not None:
             self._cache.move_to_end(key)
             return entry
+        # The HWC array, said to be channels-last: unambiguous on every supported version.
+        # A PIL image with input_data_format="channels_last" is permuted twice by
+        # transformers 5.9-5.20 (the PIL image is made channels-first, then permuted again),
+        # and a PIL image or array without it is guessed at, wrongly for a 3-pixel-tall image.
         pixels = self.processor.image_processor(
-            images=image,
+            images=array,
             return_tensors="pt",
             input_data_format="channels_last",
             **self._size_kwargs(size),

@@ -537,6 +537,16 @@ def _factory(segmenter: SegmenterSource) -> Callable[[str], TextSegmenter]:
     return lambda backend: segmenter  # type: ignore[return-value]
 
 
+def _tip(widget_class: type, text: str) -> dict:
+    """The keyword that gives `widget_class` a hover text: `tooltip` on ipywidgets 8 (and on
+    7's buttons), `description_tooltip` on 7's other widgets (Colab has 7.7.1), where an
+    unknown `tooltip=` is dropped with a warning."""
+    traits = widget_class.class_trait_names()
+    if "tooltip" in traits:
+        return {"tooltip": text}
+    return {"description_tooltip": text} if "description_tooltip" in traits else {}
+
+
 def build_app(
     segmenter: SegmenterSource = None, *, max_upload_bytes: int | None = None
 ) -> SegmentApp:
@@ -561,14 +571,22 @@ def build_app(
     tip_box = "How sure the detector must be that a box holds one of your phrases"
     tip_text = "How clearly the box must match the words of its phrase"
     slider = dict(min=0.0, max=1.0, step=0.01, style={"description_width": "80px"})
-    box = w.FloatSlider(value=0.35, description="Box score", tooltip=tip_box, **slider)
-    text = w.FloatSlider(value=0.25, description="Word score", tooltip=tip_text, **slider)
-    button = w.Button(description="Run", button_style="primary", icon="play", tooltip="or Enter")
+    box = w.FloatSlider(
+        value=0.35, description="Box score", **_tip(w.FloatSlider, tip_box), **slider
+    )
+    text = w.FloatSlider(
+        value=0.25, description="Word score", **_tip(w.FloatSlider, tip_text), **slider
+    )
+    button = w.Button(
+        description="Run", button_style="primary", icon="play", **_tip(w.Button, "or Enter")
+    )
     button.add_class("textseg-run")
-    clear_button = w.Button(description="Clear", icon="eraser", tooltip="remove clicks and result")
+    clear_button = w.Button(
+        description="Clear", icon="eraser", **_tip(w.Button, "remove clicks and result")
+    )
     clear_button.add_class("textseg-clear")
     mode = w.ToggleButtons(
-        options=MODES, value="positive", tooltip="what a click on the picture adds",
+        options=MODES, value="positive", **_tip(w.ToggleButtons, "what a click on the picture adds"),
         tooltips=["a point on the object", "a point not on the object", "two corners of a box (or drag)"],
         style={"button_width": "70px"},
     )  # fmt: skip

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from textseg.detector import GroundingDinoDetector, decode_boxes
+from textseg.detector import GroundingDinoDetector, _size_field, decode_boxes
 from textseg.errors import ModelLoadError, PromptError
 from textseg.images import load_image
 from textseg.prompt import parse_prompt
@@ -45,6 +45,39 @@ def test_box_decoding_matches_the_transformers_post_processor(detector, sample_i
     ours = decode_boxes(outputs.pred_boxes[0], height=image.height, width=image.width)
     assert ours.shape == (detector.model.config.num_queries, 4)
     np.testing.assert_allclose(ours, ref_boxes, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("height, width", [(240, 320), (480, 200), (3, 40), (40, 3)])
+def test_pixels_are_the_processors_for_wide_tall_and_three_pixel_images(detector, height, width):
+    """The detector's input tensor is the one the processor makes from the PIL image, as
+    transformers' docs call it, and its channels stay in RGB order. Guards the transformers
+    5.9-5.20 bug where a PIL image said to be channels-last is permuted twice (a crash on a
+    wide image, a zero height on a tall one), and the guess of the channel axis that a
+    3-pixel side can fool."""
+    from PIL import Image
+
+    rgb = np.zeros((height, width, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 250, 10, 130
+    rgb[: height // 2, : width // 2] = (30, 200, 90)  # a quarter of another colour
+    image = Image.fromarray(rgb)
+    detector.clear_cache()
+    ours = detector._image_entry(image, None).pixel_values.cpu()
+    # the shortest side is resized to the processor's size unless the longest would pass its cap
+    short, long = min(height, width), max(height, width)
+    size = detector.processor.image_processor.size
+    target, cap = detector.default_size, _size_field(size, "longest_edge")
+    if cap and long / short * target > cap:
+        target = round(cap * short / long)
+    assert ours.shape[:2] == (1, 3)
+    assert abs(min(ours.shape[2:]) - target) <= 1, (ours.shape, target)
+    if short > 3:  # the processor's own channel guess is sound here: our tensor must equal its
+        ref = detector.processor.image_processor(images=image, return_tensors="pt")["pixel_values"]
+        torch.testing.assert_close(ours, ref, rtol=0, atol=0)
+    # RGB order: in the bottom-right corner (first colour) red > blue > green, after normalising
+    corner = ours[0, :, -1, -1]
+    assert corner[0] > corner[2] > corner[1], corner
+    # shape follows the image: tall stays tall, wide stays wide
+    assert (ours.shape[2] > ours.shape[3]) == (height > width)
 
 
 def test_detections_are_in_the_image_and_labelled_by_phrase(detector, sample_image):

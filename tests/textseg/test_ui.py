@@ -8,6 +8,7 @@ import datetime
 import io
 import json
 import re
+import warnings
 import zipfile
 
 import numpy as np
@@ -35,9 +36,26 @@ def _upload(name: str, data: bytes, kind: str = "image/png", size: int | None = 
             "type": kind,
             "size": len(data) if size is None else size,
             "content": memoryview(data),
-            "last_modified": datetime.datetime.now(tz=datetime.timezone.utc),
+            "last_modified": datetime.datetime.now(tz=datetime.UTC),
         },
     )
+
+
+def _set_upload(widget, value) -> None:
+    """Deliver `value` (in ipywidgets 8's FileUpload.value form) as the browser does: on 8 the
+    value itself; on 7 (Colab's 7.7.1), where value is read-only, the metadata and data lists,
+    then the counter that makes the value from them."""
+    if not widget.traits()["value"].read_only:
+        widget.value = value
+        return
+    files = list(value)
+    widget.metadata = [
+        {"name": f["name"], "type": f["type"], "size": f["size"],
+         "lastModified": int(f["last_modified"].timestamp() * 1000)}
+        for f in files
+    ]  # fmt: skip
+    widget.data = [bytes(f["content"]) for f in files]
+    widget._counter += 1
 
 
 def _png(image: str | Image.Image) -> bytes:
@@ -109,14 +127,14 @@ def app(text_segmenter):
 
 def test_nothing_shown_before_upload_then_a_preview(app, sample_image):
     assert app.image.layout.display == "none" and len(bytes(app.image.value)) == 0
-    app.upload.value = _upload("street.png", _png(sample_image))
+    _set_upload(app.upload, _upload("street.png", _png(sample_image)))
     assert "street.png" in app.status.value and "ready" in app.status.value
     assert app.image.layout.display != "none" and _shown(app).size == (320, 240)
     assert app.table.value == "" and app.download.value == ""
 
 
 def test_upload_then_run_shows_overlay_table_with_colour_key_and_download(app, sample_image):
-    app.upload.value = _upload("street.png", _png(sample_image))
+    _set_upload(app.upload, _upload("street.png", _png(sample_image)))
     app.prompt.value = "cat, remote"
     run(app)
     assert not app.run_button.disabled and not app.clear_button.disabled
@@ -142,7 +160,7 @@ def test_upload_then_run_shows_overlay_table_with_colour_key_and_download(app, s
 def test_enter_in_the_prompt_runs(sample_image):
     fake = FakeSegmenter()
     app = build_app(fake)
-    app.upload.value = _upload("a.png", _png(sample_image))
+    _set_upload(app.upload, _upload("a.png", _png(sample_image)))
     app.prompt.value = "cat"
     _message(app.prompt, {"event": "submit"})  # what the browser sends on Enter
     assert len(fake.calls) == 1 and fake.calls[0]["prompt"] == "cat"
@@ -156,7 +174,7 @@ def test_enter_waits_for_the_last_keystrokes_of_the_prompt(sample_image):
 
     fake = FakeSegmenter()
     app = build_app(fake)
-    app.upload.value = _upload("a.png", _png(sample_image))
+    _set_upload(app.upload, _upload("a.png", _png(sample_image)))
 
     async def typing_fast_then_enter():
         app.prompt.value = "c"
@@ -176,7 +194,7 @@ def test_enter_waits_for_the_last_keystrokes_of_the_prompt(sample_image):
 def test_large_pictures_are_shown_small_and_downloaded_full_size(sample_image):
     big = Image.open(sample_image).resize((3000, 2000))
     app = build_app(FakeSegmenter())
-    app.upload.value = _upload("big.png", _png(big))
+    _set_upload(app.upload, _upload("big.png", _png(big)))
     assert _shown(app).size == (640, 427)
     app.prompt.value = "cat"
     run(app)
@@ -190,23 +208,23 @@ def test_large_pictures_are_shown_small_and_downloaded_full_size(sample_image):
 def test_a_too_large_upload_says_the_limit_and_drops_the_old_picture(sample_image):
     fake = FakeSegmenter()
     app = build_app(fake, max_upload_bytes=5_000_000)
-    app.upload.value = _upload("ok.png", _png(sample_image))
+    _set_upload(app.upload, _upload("ok.png", _png(sample_image)))
     assert app.picture is not None
     # The page's guard sends a marker instead of the 12 MB file; its real size comes along.
-    app.upload.value = _upload("huge.png", TOO_LARGE_MARKER, size=12_345_678)
+    _set_upload(app.upload, _upload("huge.png", TOO_LARGE_MARKER, size=12_345_678))
     assert "huge.png is 12.3 MB, over the 5.0 MB upload limit" in app.status.value
     assert app.picture is None and app.image.layout.display == "none"
     app.prompt.value = "cat"
     run(app)
     assert fake.calls == [] and "upload limit" in app.status.value  # the old picture is gone
     # Without the guard (e.g. a server with a raised limit) the size still decides.
-    app.upload.value = _upload("big.png", _png(sample_image), size=6_000_000)
+    _set_upload(app.upload, _upload("big.png", _png(sample_image), size=6_000_000))
     assert "over the 5.0 MB upload limit" in app.status.value and app.picture is None
 
 
 def test_download_only_when_something_was_found(sample_image):
     app = build_app(FakeSegmenter(found=0))
-    app.upload.value = _upload("a.png", _png(sample_image))
+    _set_upload(app.upload, _upload("a.png", _png(sample_image)))
     app.prompt.value = "cat"
     run(app)
     assert app.last is not None and len(app.last) == 0
@@ -222,7 +240,7 @@ def test_models_load_lazily_once_with_a_visible_loading_state(text_segmenter, sa
 
     app = build_app(factory)
     assert seen == []  # nothing loads before the first Run
-    app.upload.value = _upload("a.png", _png(sample_image))
+    _set_upload(app.upload, _upload("a.png", _png(sample_image)))
     app.prompt.value = "cat"
     run(app)
     run(app)
@@ -245,7 +263,7 @@ def test_the_backend_menu_reaches_from_pretrained_only_when_not_the_default(
 
     monkeypatch.setattr(TextSegmenter, "from_pretrained", staticmethod(from_pretrained))
     app = build_app()
-    app.upload.value = _upload("a.png", _png(sample_image))
+    _set_upload(app.upload, _upload("a.png", _png(sample_image)))
     app.prompt.value = "cat"
     assert app.backend.value == DEFAULT_BACKEND
     run(app)
@@ -264,7 +282,7 @@ def test_a_factory_may_take_the_backend(sample_image):
         return FakeSegmenter()
 
     app = build_app(factory)
-    app.upload.value = _upload("a.png", _png(sample_image))
+    _set_upload(app.upload, _upload("a.png", _png(sample_image)))
     app.prompt.value = "cat"
     app.backend.value = "sam3"
     run(app)
@@ -275,7 +293,7 @@ def test_text_match_is_a_table_column_when_present(sample_image):
     fake = FakeSegmenter(found=2)
     fake.text_match = [0.91, None]
     app = build_app(fake)
-    app.upload.value = _upload("a.png", _png(sample_image))
+    _set_upload(app.upload, _upload("a.png", _png(sample_image)))
     app.prompt.value = "cat"
     run(app)
     assert "<th>text match</th>" in app.table.value
@@ -286,7 +304,7 @@ def test_clicks_become_points_and_boxes_in_picture_pixels(sample_image):
     fake = FakeSegmenter()
     app = build_app(fake)
     big = Image.open(sample_image).resize((1280, 880))  # shown at 640×440: scale 0.5
-    app.upload.value = _upload("a.png", _png(big))
+    _set_upload(app.upload, _upload("a.png", _png(big)))
     before = np.asarray(_shown(app)).astype(int)
     _click(app, 100, 50)  # + point
     app.mode.value = "negative"
@@ -319,7 +337,7 @@ def test_clicks_become_points_and_boxes_in_picture_pixels(sample_image):
 def test_clear_removes_clicks_and_result_and_text_only_runs_pass_no_clicks(sample_image):
     fake = FakeSegmenter()
     app = build_app(fake)
-    app.upload.value = _upload("a.png", _png(sample_image))
+    _set_upload(app.upload, _upload("a.png", _png(sample_image)))
     preview = bytes(app.image.value)
     _click(app, 10, 10)
     app.prompt.value = "cat"
@@ -335,7 +353,7 @@ def test_clear_removes_clicks_and_result_and_text_only_runs_pass_no_clicks(sampl
 
 def test_clicks_with_a_segmenter_that_takes_none_say_so(sample_image):
     app = build_app(TextOnlySegmenter())
-    app.upload.value = _upload("a.png", _png(sample_image))
+    _set_upload(app.upload, _upload("a.png", _png(sample_image)))
     _click(app, 10, 10)
     app.prompt.value = "cat"
     run(app)
@@ -360,7 +378,7 @@ def test_clicks_with_a_segmenter_that_takes_none_say_so(sample_image):
     ],
 )
 def test_errors_show_as_a_message_not_a_traceback(app, sample_image, upload, prompt, message):
-    app.upload.value = _upload("ok.png", _png(sample_image)) if upload == "PNG" else upload
+    _set_upload(app.upload, _upload("ok.png", _png(sample_image)) if upload == "PNG" else upload)
     app.prompt.value = prompt
     run(app)
     assert re.search(message, app.status.value)
@@ -370,12 +388,12 @@ def test_errors_show_as_a_message_not_a_traceback(app, sample_image, upload, pro
 
 
 def test_a_new_upload_clears_the_old_result(app, sample_image):
-    app.upload.value = _upload("one.png", _png(sample_image))
+    _set_upload(app.upload, _upload("one.png", _png(sample_image)))
     app.prompt.value = "cat"
     run(app)
     assert app.last is not None and app.download.value
     gray = Image.fromarray(np.full((20, 30), 128, np.uint8))
-    app.upload.value = _upload("two.png", _png(gray))
+    _set_upload(app.upload, _upload("two.png", _png(gray)))
     upload_changed(app)
     assert app.table.value == "" and app.download.value == "" and app.last is None
     assert "two.png" in app.status.value and _shown(app).size == (30, 20)
@@ -384,7 +402,11 @@ def test_a_new_upload_clears_the_old_result(app, sample_image):
 def test_launch_returns_a_widget_with_the_controls(text_segmenter):
     import ipywidgets as w
 
-    root = launch(text_segmenter)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        root = launch(text_segmenter)
+    # ipywidgets 7 (Colab's 7.7.1) warns of keywords it does not know, e.g. a slider's tooltip=
+    assert not [str(x.message) for x in caught if "unrecognized arguments" in str(x.message)]
     assert isinstance(root, w.VBox)
 
     def walk(widget):
@@ -397,4 +419,5 @@ def test_launch_returns_a_widget_with_the_controls(text_segmenter):
     upload = next(x for x in walk(root) if isinstance(x, w.FileUpload))
     assert upload.accept == ".jpg,.jpeg,.png,.webp"
     sliders = [x for x in walk(root) if isinstance(x, w.FloatSlider)]
-    assert all(s.tooltip for s in sliders)  # the thresholds are explained
+    # the thresholds are explained (ipywidgets 8: tooltip; 7: description_tooltip)
+    assert all(getattr(s, "tooltip", None) or s.description_tooltip for s in sliders)
