@@ -6,15 +6,21 @@
 A step = forward + soft-target cross-entropy + backward + AdamW step. The two models alternate,
 round by round, so that machine noise hits both alike; the table shows medians and the ratio
 ours / timm (>= 1.0 means ours is at least as fast). timm is a benchmark-only dependency
-(`pip install timm`).
+(`pip install timm`). Without timm, or with --device cuda where torch sees no GPU, it prints
+one line "skipped: ..." and exits 77. --json PATH writes the figures as one JSON object
+(benchmarks/gpu_check.sh reads it).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -84,7 +90,10 @@ def cpu_name() -> str:
     return platform.processor() or "CPU"
 
 
-def main() -> None:
+SKIPPED = 77  # exit status of a skipped run: not a failure, not a result
+
+
+def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--batch-size", type=int, help="default: 64 on CPU, 512 on CUDA")
@@ -93,7 +102,14 @@ def main() -> None:
     )
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--iters", type=int, help="steps per round (default: 3 on CPU, 50 on CUDA)")
+    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = p.parse_args()
+    if importlib.util.find_spec("timm") is None:
+        print("skipped: no timm, the baseline (pip install timm)")
+        return SKIPPED
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("skipped: no CUDA (torch sees no GPU; --device cpu times the CPU)")
+        return SKIPPED
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     batch = args.batch_size or (64 if device.type == "cpu" else 512)
@@ -121,10 +137,22 @@ def main() -> None:
     print(f"\ntraining step, batch {batch}, {where}, amp={amp}, torch {torch.__version__}")
     print(f"{'model':26s} {'params':>10s} {'images/s':>10s} {'ratio':>7s}")
     base = batch / statistics.median(times["timm VisionTransformer"])
+    ips = {k: batch / statistics.median(times[k]) for k in steps}
     for k in steps:
-        ips = batch / statistics.median(times[k])
-        print(f"{k:26s} {counts[k]:>10,d} {ips:>10.1f} {ips / base:>7.2f}")
+        print(f"{k:26s} {counts[k]:>10,d} {ips[k]:>10.1f} {ips[k] / base:>7.2f}")
+    if args.json:
+        figures = {
+            "benchmark": "step",
+            "device": where,
+            "amp": str(amp).replace("torch.", "") if amp else "off",
+            "batch_size": batch,
+            "images_per_s_ours": round(ips["vitcifar deit-tiny"], 1),
+            "images_per_s_timm": round(base, 1),
+            "ours_over_timm": round(ips["vitcifar deit-tiny"] / base, 3),
+        }
+        args.json.write_text(json.dumps(figures) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -21,7 +21,14 @@ TextSegmenter.from_pretrained(<local folders>) as users would, and times, per im
 
 and prints the ratios first / plain and second / first. To compare like with like, every
 call keeps exactly --objects boxes (threshold 0, the best N by score), since random weights
-make the number of detections arbitrary.
+make the number of detections arbitrary, and both sides run in the same precision: the
+detector in float32, SAM 2 under autocast in textseg's runtime dtype (bfloat16 on an Ampere or
+newer GPU, float32 on the CPU), as SAM 2's own README runs its predictor. Every timer, the
+per-part hooks included, synchronises CUDA before reading the clock.
+
+Without sam2 (or hydra-core / omegaconf) it prints one line "skipped: ..." and exits 77; so
+it does with --device cuda where torch sees no GPU. --json PATH writes the figures as one
+JSON object (benchmarks/gpu_check.sh reads it).
 
     python benchmarks/bench_textseg.py                 # CPU, 3 images
     python benchmarks/bench_textseg.py --device cuda --repeats 10
@@ -30,8 +37,11 @@ make the number of detections arbitrary.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import inspect
+import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -50,9 +60,21 @@ def _timed(fn, *args, **kwargs) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
-def plain_composition(model, processor, predictor, image, text: str, objects: int):
+SKIPPED = 77  # exit status of a skipped run (no sam2, no CUDA): not a failure, not a result
+
+
+def _sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def plain_composition(model, processor, predictor, image, text: str, objects: int, runtime):
     """The original notebook's recipe, written the way transformers' and SAM 2's docs show
-    it: GroundingDINO boxes from the processor's post-processing, then SAM 2 on the boxes.
+    it: GroundingDINO boxes from the processor's post-processing, then SAM 2 on the boxes,
+    under autocast in ``runtime.dtype`` as SAM 2's README runs it (and as textseg does), so
+    that a ratio against textseg measures code, not precision.
     Returns (masks, boxes) of the `objects` best-scored boxes."""
     import numpy as np
     import torch
@@ -74,13 +96,16 @@ def plain_composition(model, processor, predictor, image, text: str, objects: in
     )[0]
     best = found["scores"].argsort(descending=True)[:objects]
     boxes = found["boxes"][best].cpu().numpy()
-    predictor.set_image(np.asarray(image))
-    masks, _, _ = predictor.predict(box=boxes, multimask_output=False)
+    amp = torch.autocast(runtime.device.type, dtype=runtime.dtype, enabled=runtime.autocast_enabled)
+    with amp:
+        predictor.set_image(np.asarray(image))
+        masks, _, _ = predictor.predict(box=boxes, multimask_output=False)
     return masks, boxes
 
 
 class PartTimer:
-    """Seconds spent inside some submodules, summed over calls (forward hooks)."""
+    """Seconds spent inside some submodules, summed over calls (forward hooks; CUDA is
+    synchronised on entry and exit, so a part's GPU work is counted in that part)."""
 
     def __init__(self, modules: dict) -> None:
         self.seconds = {name: 0.0 for name in modules}
@@ -90,13 +115,15 @@ class PartTimer:
             module.register_forward_hook(lambda *_, n=name: self._leave(n))
 
     def _enter(self, name: str) -> None:
+        _sync()
         self._start[name] = time.perf_counter()
 
     def _leave(self, name: str) -> None:
+        _sync()
         self.seconds[name] += time.perf_counter() - self._start.pop(name)
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     parser.add_argument("--repeats", type=int, default=3, help="images timed (default 3)")
@@ -112,13 +139,22 @@ def main() -> None:
     parser.add_argument(
         "--models", type=Path, default=None, help="reuse/keep models in this folder"
     )
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
 
     import torch
 
+    missing = [m for m in ("sam2", "hydra", "omegaconf") if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"skipped: no {', '.join(missing)} for this Python (install sam2 with "
+              "scripts/setup.sh, or carry the wheels of benchmarks/gpu_prep.sh)")  # fmt: skip
+        return SKIPPED
     from textseg import TextSegmenter, load_image
     from textseg.testing import make_grounding_dino, make_sam2, make_sample_image
 
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("skipped: no CUDA (torch sees no GPU; --device cpu times the CPU)")
+        return SKIPPED
     tmp = tempfile.TemporaryDirectory()
     root = args.models or Path(tmp.name)
     size = args.model_size
@@ -154,7 +190,8 @@ def main() -> None:
     ]
     opts = dict(box_threshold=0.0, text_threshold=0.0, max_objects=args.objects)
     warm = load_image(images[-1])  # one-off start-up costs, not timed
-    plain_composition(model, processor, predictor, warm, "warm up.", args.objects)
+    rt = ts.segmenter.runtime
+    plain_composition(model, processor, predictor, warm, "warm up.", args.objects, rt)
     ts.segment(warm, "warm up", **opts)
     ts.segment(warm, "warm up", detector_size=args.small, **opts)
 
@@ -174,13 +211,13 @@ def main() -> None:
         image, other = load_image(images[i]), load_image(images[args.repeats + i])
         plain = (plain_composition, model, processor, predictor, image, "cat. remote.")
         if i % 2:  # alternate who goes first, against drifting load on a shared machine
-            rows["plain"].append(_timed(*plain, args.objects)[0])
+            rows["plain"].append(_timed(*plain, args.objects, rt)[0])
         runs = ts.detector.backbone_runs
         before = dict(parts.seconds)
         rows["first"].append(_timed(ts.segment, image, "cat, remote", **opts)[0])
         first_parts = {k: parts.seconds[k] - before[k] for k in before}
         if i % 2 == 0:
-            rows["plain"].append(_timed(*plain, args.objects)[0])
+            rows["plain"].append(_timed(*plain, args.objects, rt)[0])
         encodes = ts.segmenter.encode_count
         rows["second"].append(_timed(ts.segment, image, "skateboard, cap", **opts)[0])
         assert ts.segmenter.encode_count == encodes, "the second prompt re-encoded the image"
@@ -213,7 +250,8 @@ def main() -> None:
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{args.width}x{args.height} images, {args.objects} objects per call, "
           f"{args.repeats} images per row (models built in {built:.0f} s); fast attention "
-          f"in {fast} of textseg's GroundingDINO modules\n")  # fmt: skip
+          f"in {fast} of textseg's GroundingDINO modules; SAM 2 in {rt.dtype} on both "
+          "sides\n")  # fmt: skip
     print(f"| {'call':<62} | s/image (mean ± sd) | {'ratio':>22} |")
     print(f"|{'-' * 64}|{'-' * 21}|{'-' * 24}|")
     p, f, s = mean("plain"), mean("first"), mean("second")
@@ -239,8 +277,21 @@ def main() -> None:
             )
         )
     print(f"\ntargets: first ≤ 1.0 × plain ({f / p:.2f}), second ≤ 0.5 × first ({s / f:.2f})")
+    if args.json:
+        figures = {
+            "benchmark": "textseg",
+            "device": str(device),
+            "sam2_dtype": str(rt.dtype).replace("torch.", ""),
+            "model_size": size,
+            "repeats": args.repeats,
+            "s_per_image": {k: round(mean(k), 4) for k in rows},
+            "first_over_plain": round(f / p, 3),
+            "second_over_first": round(s / f, 3),
+        }
+        args.json.write_text(json.dumps(figures) + "\n")
     tmp.cleanup()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,6 +6,9 @@ Prints per epoch: seconds, images/s, validation accuracy (from the training loop
 accuracy, total minutes, the card and the versions; everything printed is also written to
 --log (default RUN_DIR/time_to_accuracy.log). Data lives on the GPU and is augmented there
 (--gpu-aug). Budget it to end well inside 10 minutes on an H100: see benchmarks/RESULTS.md.
+With --device cuda where torch sees no GPU it prints one line "skipped: no CUDA ..." and exits
+77 (after importing vitcifar, so that a check without a GPU still proves the imports). --json
+PATH writes the summary (the JSON line printed at the end) to that file as well.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ def main() -> int:
         "--out", default="runs/time_to_accuracy", help="run folder (a fresh one is advised)"
     )
     p.add_argument("--log", help="log file (default: OUT/time_to_accuracy.log)")
+    p.add_argument("--json", type=Path, help="also write the summary to this JSON file")
     args = p.parse_args()
 
     import logging
@@ -72,10 +76,9 @@ def main() -> int:
     cuda = args.device == "cuda"
     if cuda and not torch.cuda.is_available():
         print(
-            "no CUDA GPU: this benchmark is for a GPU machine (--device cpu only checks the script)",
-            file=sys.stderr,
+            "skipped: no CUDA (this benchmark is for a GPU machine; --device cpu checks the script)"
         )
-        return 2
+        return 77
     card = torch.cuda.get_device_name(0) if cuda else "CPU"
     print(
         f"card {card} | torch {torch.__version__} | torchvision {torchvision.__version__} | CUDA {torch.version.cuda}"
@@ -120,7 +123,12 @@ def main() -> int:
         "torchvision": torchvision.__version__,
         "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
     }
+    summary["benchmark"] = "time_to_accuracy"
+    summary["seconds_per_epoch"] = [round(row["train_seconds"], 2) for row in run.history]
+    summary["val_acc_per_epoch"] = [row.get("val_acc") for row in run.history]
     print(json.dumps(summary))
+    if args.json:
+        args.json.write_text(json.dumps(summary) + "\n")
     print(
         f"\n{args.preset}, {args.epochs} epochs on {card}: test accuracy {report.accuracy:.4f} (best.pt), "
         f"{final.accuracy:.4f} (last.pt), training {minutes:.2f} min ({minutes * 60 / args.epochs:.1f} s/epoch)"

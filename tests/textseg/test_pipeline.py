@@ -220,3 +220,32 @@ def test_gpu_runs_with_local_autocast_only(model_dirs, sample_image):
     seg = ts.segment(sample_image, "cat, remote", max_objects=3, **FORCE)
     _check(seg, h=240, w=320, phrases=("cat", "remote"))
     assert not torch.is_autocast_enabled()  # no autocast leaks out of the predict calls
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["auto", "float16", "float32"])
+def test_gpu_second_prompt_reuses_both_embeddings_in_each_precision(
+    model_dirs, sample_image, precision
+):
+    """On CUDA in each precision a user can pick ("auto" is bf16 on Ampere+, float16 the T4's
+    option): finite results of the documented shapes, and a second prompt on the same image
+    runs neither GroundingDINO's backbone nor SAM 2's image encoder again."""
+    ts = TextSegmenter.from_pretrained(
+        detector=model_dirs["detector"],
+        segmenter=model_dirs["segmenter"],
+        device="cuda",
+        precision=precision,
+    )
+    if precision != "auto":
+        assert ts.segmenter.runtime.dtype == getattr(torch, precision)
+    image = np.asarray(Image.open(sample_image).convert("RGB"))
+    first = ts.segment(image, "cat, remote", max_objects=3, **FORCE)
+    encodes, runs = ts.segmenter.encode_count, ts.detector.backbone_runs
+    second = ts.segment(image, "skateboard", max_objects=2, **FORCE)
+    assert ts.segmenter.encode_count == encodes and ts.detector.backbone_runs == runs
+    _check(first, h=240, w=320, phrases=("cat", "remote"))
+    _check(second, h=240, w=320, phrases=("skateboard",))
+    assert len(first) == 3 and len(second) == 2
+    assert np.isfinite(first.mask_scores).all() and np.isfinite(second.mask_scores).all()
+    assert not torch.is_autocast_enabled()

@@ -278,3 +278,67 @@ def test_gpu_training_steps_make_no_host_sync(image_folder):
         normalize(val)  # the constants come from the per-device cache, no copy
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_t4_path_fp16_grad_scaler_unscales_clips_and_skips_a_step_on_inf_grads():
+    """amp=fp16 as a T4 gets it ("auto" there), forced here on any GPU, with train()'s fused
+    AdamW and an enabled GradScaler: the scaler unscales before the clip, so the clip sees the
+    true gradients (their norm ends at exactly the clip, not at clip / scale); a step whose
+    gradients are not finite changes no weight and halves the scale."""
+    cuda = torch.device("cuda")
+    clip = 1e-2  # below any gradient norm of a fresh model, so the clip always acts
+    cfg = TrainConfig(device="cuda", amp="fp16", grad_clip=clip, lr=1e-3)
+    model = tiny_model().to(cuda)
+    opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-3, fused=True)  # as train() does
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    # train()'s scaler, but a scale that no first step can overflow (2**16 may, and would skip)
+    scaler = torch.amp.GradScaler("cuda", init_scale=2.0**8)
+    step = _Stepper(model, opt, sched, scaler, cfg, amp=torch.float16, device=cuda)
+    x, y = (t.to(cuda) for t in batch())
+    before = [p.detach().clone() for p in model.parameters()]
+    _, loss = step(x, y)
+    assert torch.isfinite(loss)
+    grads = [p.grad.float() for p in model.parameters() if p.grad is not None]
+    norm = float(
+        torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    )
+    assert norm == pytest.approx(clip, rel=1e-3)  # clipped after unscaling (else clip / 256)
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    assert scaler.get_scale() == 2.0**8  # a good step keeps the scale (it grows after 2000)
+
+    before = [p.detach().clone() for p in model.parameters()]
+    bad = x.clone()
+    bad[0, 0, 0, 0] = float("inf")
+    step(bad, y)  # inf input → non-finite gradients → the optimizer step is skipped
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    assert scaler.get_scale() == 2.0**7
+    _, loss = step(x, y)  # and training goes on at the smaller scale
+    assert torch.isfinite(loss) and all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fp16_training_on_cuda_saves_the_scaler_state(image_folder, tmp_path):
+    splits = load_splits(str(image_folder), val_size=16, subset=64, progress=False)
+    cfg = TrainConfig(epochs=1, batch_size=16, lr=3e-3, num_workers=0, device="cuda", amp="fp16")
+    run = train(tiny_model().config, splits, cfg, tmp_path / "run", progress=False)
+    state = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)
+    assert state["runtime"]["amp"] == "float16" and state["scaler"]["scale"] > 0
+    assert len(run.history) == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_compile_epoch_on_cuda_runs_compiled_without_falling_back(image_folder, tmp_path):
+    """One epoch with compile=True (what `vitcifar train --compile` sets) on the GPU: torch.compile
+    must work there, not fall back to eager with a warning."""
+    splits = load_splits(str(image_folder), val_size=16, subset=64, progress=False)
+    cfg = TrainConfig(epochs=1, batch_size=16, lr=3e-3, num_workers=0, device="cuda", compile=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = train(tiny_model().config, splits, cfg, tmp_path / "run", progress=False)
+    fallbacks = [str(w.message) for w in caught if "torch.compile failed" in str(w.message)]
+    assert fallbacks == []
+    assert len(run.history) == 1 and run.history[0]["train_loss"] == run.history[0]["train_loss"]
