@@ -7,7 +7,7 @@
 # colab: Python 3.13 as on Colab (pyenv's, when this machine has it), every version pinned by
 #   constraints/colab.txt; then what q2's set-up cell adds on Colab (SAM 2 with hydra-core and
 #   iopath, ipyevents, av) and this project with --no-deps, as the notebooks install it; then
-#   the test tools Colab lacks (voila, selenium) under the same constraints.
+#   the test tools Colab lacks (voila, selenium) and the export extra (onnx), same constraints.
 # gpu-machine: Python 3.12 as there; torch, torchvision, transformers, timm, pytest and the
 #   machine's other packages, and nothing it lacks (no sam2, hydra, omegaconf, iopath, nbclient,
 #   ipywidgets, av); the project is not installed. benchmarks/gpu_prep.sh carries the rest.
@@ -53,11 +53,12 @@ if [ "$stack" = colab ]; then
   SAM2_BUILD_CUDA=0 pip_install --no-deps --no-build-isolation --require-hashes -r scripts/sam2-requirements.txt
   "$PY" scripts/verify_sam2.py
   pip_install --no-deps -e .
-  # Test tools Colab lacks: the browser test drives the UI through Voila in Debian's chromium.
-  pip_install voila selenium
+  # Test tools Colab lacks: the browser test drives the UI through Voila in Debian's chromium;
+  # onnx for `vitcifar export` (users add it on Colab when they export).
+  pip_install voila selenium onnx onnxscript onnxruntime  # and the export extra
 else
   pip_install torch torchvision transformers timm numpy pillow matplotlib scikit-learn tqdm \
-    safetensors pyyaml pytest
+    safetensors pyyaml portalocker narwhals cloudpickle pytest
 fi
 echo "$want_stamp" >"$stamp"
 echo "stack $stack: $("$PY" - <<'PYEOF'

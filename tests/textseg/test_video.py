@@ -72,8 +72,14 @@ class ColourDetector:
         )
 
 
+def _needs_av() -> None:
+    """Clips are written and read with PyAV (a dependency; the lent GPU machine lacks it)."""
+    pytest.importorskip("av")
+
+
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> object:
+    _needs_av()
     return make_sample_video(tmp_path_factory.mktemp("video") / "clip.mp4")
 
 
@@ -329,6 +335,7 @@ def test_bad_videos_give_one_line_errors(tmp_path, clip, monkeypatch):
 
 
 def test_write_mp4_pads_odd_sizes_and_reads_back(tmp_path):
+    _needs_av()
     frames = [np.full((33, 45, 3), 40 * i, np.uint8) for i in range(3)]
     assert write_mp4(frames, tmp_path / "odd.mp4", fps=5) == 3
     back = list(iter_frames(tmp_path / "odd.mp4"))
