@@ -215,18 +215,6 @@ class MaskPropagator(Protocol):
     def propagate(self, start: int, last: int) -> Iterator[tuple[int, dict[int, np.ndarray]]]: ...
 
 
-@dataclass
-class Parts:
-    """What a backend builds (textseg.backends), and what TextSegmenter composes: a finder
-    (a Detector, or a TextMasker as `masker`), the Segmenter for boxes and points, and an
-    optional TextMasker that checks the detector's objects (`checker`)."""
-
-    detector: Detector | None = None
-    segmenter: Segmenter | None = None
-    masker: TextMasker | None = None
-    checker: TextMasker | None = None
-
-
 # --------------------------------------------------------------------------- the finder step
 
 
@@ -301,3 +289,18 @@ def find_objects(
         masks=None if masks is None else np.asarray(masks)[keep].reshape(len(keep), height, width),
         presence=presence,
     )
+
+
+# --------------------------------------------------------------------------- what a backend builds
+
+
+@dataclass
+class Parts:
+    """What a backend builds (textseg.backends), and what TextSegmenter composes: a finder
+    (a Detector, or a TextMasker as `masker`), the Segmenter for boxes and points, and an
+    optional TextMasker that checks the detector's objects (`checker`)."""
+
+    detector: Detector | None = None
+    segmenter: Segmenter | None = None
+    masker: TextMasker | None = None
+    checker: TextMasker | None = None

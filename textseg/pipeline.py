@@ -337,29 +337,23 @@ class TextSegmenter:
         found = find_objects(self.finder, work, prompt, options, size=size)
         if len(found) == 0 and found.presence is None:
             return Segmentation.empty(image_size=size, **common)
+        extra: dict = {}
         if found.masks is not None:  # a text masker (SAM 3) painted them itself
-            return Segmentation(
-                boxes=found.boxes,
-                scores=found.scores,
-                labels=found.labels,
-                masks=found.masks,
-                mask_scores=found.scores,
-                image_size=size,
-                presence_scores=[float(found.presence[int(i)]) for i in found.phrase_ids],
-                phrase_presence={p: float(v) for p, v in zip(prompt.phrases, found.presence)},
-                **common,
+            masks, mask_scores = found.masks, found.scores
+            extra["presence_scores"] = [float(found.presence[int(i)]) for i in found.phrase_ids]
+            extra["phrase_presence"] = {p: float(v) for p, v in zip(prompt.phrases, found.presence)}
+        else:
+            self.segmenter.set_image(np.asarray(work))
+            work_boxes = clip_boxes(found.boxes / scale, height=work.height, width=work.width)
+            masks, mask_scores = self.segmenter.predict(
+                work_boxes, output_size=size, multimask=options.multimask
             )
-        self.segmenter.set_image(np.asarray(work))
-        work_boxes = clip_boxes(found.boxes / scale, height=work.height, width=work.width)
-        masks, mask_scores = self.segmenter.predict(
-            work_boxes, output_size=size, multimask=options.multimask
-        )
-        matches = None
-        if self.checker is not None:
-            ref = self.checker.segment_text(
-                work, prompt, threshold=CHECK_THRESHOLD, output_size=size
-            )
-            matches = text_match(masks, found.phrase_ids, ref.masks, ref.phrase_ids)
+            if self.checker is not None:
+                ref = self.checker.segment_text(
+                    work, prompt, threshold=CHECK_THRESHOLD, output_size=size
+                )
+                matches = text_match(masks, found.phrase_ids, ref.masks, ref.phrase_ids)
+                extra["text_match"] = matches
         seg = Segmentation(
             boxes=found.boxes,
             scores=found.scores,
@@ -367,11 +361,11 @@ class TextSegmenter:
             masks=masks,
             mask_scores=mask_scores,
             image_size=size,
-            text_match=matches,
+            **extra,
             **common,
         )
-        if matches is not None and options.min_text_match is not None:
-            seg = seg.subset(np.flatnonzero(matches >= options.min_text_match))
+        if "text_match" in extra and options.min_text_match is not None:
+            seg = seg.subset(np.flatnonzero(extra["text_match"] >= options.min_text_match))
         return seg
 
     def _segment_user(
