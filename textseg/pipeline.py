@@ -48,6 +48,8 @@ __all__ = [
     "TextSegmenter",
 ]
 
+Backend = str  # was Literal["groundingdino+sam2", "sam3"]; the names are BACKENDS' keys now
+
 # SAM 3 masks above this score count for the semantic check: low, so that the check asks
 # "does SAM 3 see this phrase here at all" rather than "is it SAM 3's best guess".
 CHECK_THRESHOLD = 0.3

@@ -44,7 +44,15 @@ import numpy as np
 
 from textseg.boxes import mask_box, match_boxes
 from textseg.errors import VideoLoadError
-from textseg.export import SavedVideo, save_video, video_from_json, video_to_json
+from textseg.export import (  # noqa: F401 - the names are re-exported
+    JSON_NAME,
+    OVERLAY_VIDEO_NAME,
+    PREVIEW_NAME,
+    SavedVideo,
+    save_video,
+    video_from_json,
+    video_to_json,
+)
 from textseg.parts import (
     MaskPropagator,
     SegmentOptions,
