@@ -20,13 +20,13 @@ from textseg.errors import (
     TextsegError,
     VideoLoadError,
 )
-from textseg.export import load, save
+from textseg.export import load, save, save_video
 from textseg.images import load_image
-from textseg.pipeline import BatchItem, SegmentOptions, TextSegmenter
+from textseg.parts import SegmentOptions
+from textseg.pipeline import TextSegmenter
 from textseg.prompt import parse_prompt
-from textseg.result import Segmentation
+from textseg.result import BatchItem, Segmentation, VideoObject, VideoSegmentation
 from textseg.rle import decode_rle, encode_rle
-from textseg.video import VideoObject, VideoSegmentation, save_video
 
 __all__ = [
     "BatchItem",

@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from textseg.backends import BACKENDS, DEFAULT_BACKEND
 from textseg.errors import ModelLoadError, PromptError, TextsegError
 
 __all__ = ["main"]
@@ -149,9 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--backend",
-        default="groundingdino+sam2",
-        choices=["groundingdino+sam2", "sam3"],
-        help="who finds objects by text: GroundingDINO + SAM 2 (default) or SAM 3",
+        default=DEFAULT_BACKEND,
+        choices=list(BACKENDS),  # read when the parser is built: a row added at run time counts
+        help="who finds objects by text: "
+        + ", ".join(f"{name} ({row.label})" for name, row in BACKENDS.items())
+        + f" (default {DEFAULT_BACKEND})",
     )
     p.add_argument("--out", required=True, type=Path, help="output folder (created)")
     p.add_argument(
@@ -265,8 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="textseg: %(message)s"
     )
 
-    from textseg.detector import looks_like_path
     from textseg.device import resolve_runtime
+    from textseg.hub import looks_like_path
     from textseg.images import list_images
     from textseg.prompt import parse_prompt
     from textseg.segmenter import sam2_config_name
@@ -292,14 +295,21 @@ def main(argv: list[str] | None = None) -> int:
             parse_prompt(args.prompt)
         except PromptError as err:
             parser.error(str(err))
-    if args.backend == "sam3":
-        for flag, value in (("--detector", args.detector), ("--detector-size", args.detector_size)):
-            if value is not None:
-                parser.error(f"{flag} is GroundingDINO's; --backend sam3 does not use it")
-        if args.min_text_match is not None:
-            parser.error("--min-text-match checks GroundingDINO's objects; not with --backend sam3")
-    elif args.min_text_match is not None and args.sam3 is None:
-        parser.error("--min-text-match needs the SAM 3 checker: add --sam3 ID_OR_PATH")
+    given = {
+        "detector": args.detector,
+        "detector_size": args.detector_size,
+        "min_text_match": args.min_text_match,
+        "sam3": args.sam3,
+        "segmenter": args.segmenter,
+        "segmenter_config": args.segmenter_config,
+    }
+    try:  # the backend's own rule on the options it does not use
+        BACKENDS[args.backend].check(
+            {k: v for k, v in given.items() if v is not None},
+            lambda name: "--" + name.replace("_", "-"),
+        )
+    except ValueError as err:
+        parser.error(str(err))
     names = [name for _, name in args.box if name]
     if len(set(names)) != len(names):
         parser.error(f"--box names must differ, got {names}")
@@ -392,8 +402,7 @@ def main(argv: list[str] | None = None) -> int:
 def _segment_video(segmenter, video: Path, args: argparse.Namespace, used: set[str]) -> bool:
     """Segment one video and save it to OUT/<video name>/; False (and a line on stderr)
     when the video cannot be read."""
-    from textseg.export import output_dir
-    from textseg.video import save_video
+    from textseg.export import output_dir, save_video
 
     try:
         vseg = segmenter.segment_video(

@@ -31,20 +31,20 @@ tokens above `text_threshold`, which merges phrases ("plant flower") and leaks w
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from textseg.boxes import clip_boxes
 from textseg.errors import ModelLoadError, PromptError
+from textseg.hub import image_key, load_error, looks_like_path, pretrained_source
+from textseg.parts import Detections
 from textseg.prompt import Prompt, phrase_scores, token_phrase_ids
 
 if TYPE_CHECKING:
@@ -57,30 +57,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_DETECTOR",
-    "Detections",
+    "Detections",  # re-exported: it lives in textseg.parts (the Detector contract)
     "GroundingDinoDetector",
     "decode_boxes",
-    "image_key",
-    "looks_like_path",
+    "image_key",  # re-exported from textseg.hub, for one release
+    "looks_like_path",  # re-exported from textseg.hub, for one release
 ]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-tiny"  # or "IDEA-Research/grounding-dino-base"
-
-
-@dataclass
-class Detections:
-    """Detector output for one image, before duplicate removal.
-
-    boxes: (N, 4) float32, XYXY pixels of the image passed to `detect`.
-    scores: (N,) float32, the best token probability of the detection's phrase.
-    phrase_ids: (N,) int64 index into `Prompt.phrases`.
-    """
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    phrase_ids: np.ndarray
 
 
 def decode_boxes(pred_boxes: torch.Tensor | np.ndarray, *, height: int, width: int) -> np.ndarray:
@@ -92,53 +78,12 @@ def decode_boxes(pred_boxes: torch.Tensor | np.ndarray, *, height: int, width: i
     return clip_boxes(xyxy, height=height, width=width)
 
 
-def looks_like_path(spec: str) -> bool:
-    """Hub ids are "name" or "owner/name"; anything else with a path shape is a path, and
-    so is "x/y" when a local "x" exists (a typo in a local path never goes to the hub)."""
-    return (
-        spec.startswith((".", "/", "~"))
-        or "\\" in spec
-        or spec.count("/") > 1
-        or Path(spec).suffix in (".json", ".safetensors", ".bin", ".pt", ".pth", ".yaml", ".yml")
-        or ("/" in spec and Path(spec.split("/", 1)[0]).exists())
-    )
-
-
-def pretrained_source(spec: str, *, what: str, hint: str) -> tuple[str, bool]:
-    """(source, local_files_only) for transformers' ``from_pretrained``: an existing folder
-    (it must hold config.json), or a hub id. A path that does not exist is an error naming
-    ``what``, never a hub request (see ``looks_like_path``)."""
-    path = Path(spec).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise ModelLoadError(
-                f"{spec!r} has no config.json: a local {what} is a folder written by "
-                "model.save_pretrained() and processor.save_pretrained()"
-            )
-        return str(path), True
-    if looks_like_path(spec):
-        raise ModelLoadError(f"no such {what} folder: {spec!r}. {hint}")
-    return spec, False
-
-
-def _load_error(what: str, spec: str, err: BaseException, hint: str) -> ModelLoadError:
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return ModelLoadError(f"could not load {what} {spec!r}: {first}. {hint}")
-
-
 _DINO_HINT = (
     "Pass a hub id such as 'IDEA-Research/grounding-dino-tiny' or "
     "'IDEA-Research/grounding-dino-base' (the first use downloads it, so it needs internet; "
     "later runs read ~/.cache/huggingface), or a local folder holding the model and its "
     "processor saved with save_pretrained() (textseg.testing.make_grounding_dino writes one)."
 )
-
-
-def image_key(array: np.ndarray, *extra: object) -> str:
-    """A digest of an image's pixels and shape (plus any `extra` settings): the cache key."""
-    digest = hashlib.blake2b(np.ascontiguousarray(array).data, digest_size=16)
-    digest.update(repr((array.shape, str(array.dtype), *extra)).encode())
-    return digest.hexdigest()
 
 
 def _size_field(size: Any, name: str) -> Any:
@@ -233,7 +178,7 @@ class GroundingDinoDetector:
                 source, local_files_only=local_only
             )
         except Exception as err:  # offline, unknown id, broken files: all end up here
-            raise _load_error("GroundingDINO", spec, err, _DINO_HINT) from err
+            raise load_error("GroundingDINO", spec, err, _DINO_HINT) from err
         model_type = getattr(model.config, "model_type", "")
         if "grounding-dino" not in model_type:
             raise ModelLoadError(

@@ -1,4 +1,6 @@
-"""Write a Segmentation to disk (overlay PNG, one PNG mask per object, JSON) and read it back.
+"""Every file format textseg writes and reads: an image's Segmentation (overlay PNG, one PNG
+mask per object, JSON) and a clip's VideoSegmentation (overlay MP4, preview GIF, JSON), with
+one JSON name (`JSON_NAME`) and one atomic writer (`atomic_path`).
 
 Layout of `save(segmentation, out_dir)`:
     out_dir/overlay.png              the image with masks, boxes and tags drawn
@@ -17,6 +19,12 @@ kind: "text" (found by a phrase), "box" or "points" (the user's); text_match: th
 check's score (experimental; null unless a SAM 3 checker ran); presence_score and
 phrase_presence ({phrase: p}): SAM 3's presence scores (backend "sam3"; null otherwise).
 
+Layout of `save_video(vseg, out_dir)`:
+    out_dir/overlay.mp4              every frame, masks drawn in one colour per object id
+    out_dir/preview.gif              at most 48 frames, 320 pixels wide
+    out_dir/segmentation.json        "kind": "video": per frame and object id, score,
+                                     box_xyxy and the mask as COCO RLE (`video_to_json`)
+
 Output safety: `folder_name` is the one place a source name becomes a folder name (nothing
 like `..` or `...png` can leave the output folder), `output_dir` picks a folder that holds
 no other image's results, and `save` replaces a folder's previous masks and refuses to
@@ -26,9 +34,12 @@ write over another image's results unless told to.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
-import tempfile
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,18 +47,35 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from textseg.draw import overlay
-from textseg.errors import OutputError
-from textseg.result import Segmentation
+from textseg.errors import OutputError, VideoLoadError
+from textseg.result import FrameMask, Segmentation, VideoObject, VideoSegmentation
 from textseg.rle import decode_rle, encode_rle
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from textseg.images import ImageInput
-    from textseg.video import VideoSegmentation
 
-__all__ = ["SavedFiles", "folder_name", "load", "output_dir", "save", "to_json"]
+__all__ = [
+    "JSON_NAME",
+    "SavedFiles",
+    "SavedVideo",
+    "atomic_path",
+    "folder_name",
+    "load",
+    "output_dir",
+    "save",
+    "save_video",
+    "to_json",
+    "video_from_json",
+    "video_to_json",
+    "write_text_atomic",
+]
 
-JSON_NAME = "segmentation.json"
+JSON_NAME = "segmentation.json"  # images and videos alike, so textseg.load(folder) reads both
 OVERLAY_NAME = "overlay.png"
+OVERLAY_VIDEO_NAME = "overlay.mp4"
+PREVIEW_NAME = "preview.gif"
 
 
 @dataclass
@@ -149,15 +177,37 @@ def output_dir(
     return path, reason
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` for the block to write the file to. When the block
+    ends without an error the file is flushed to disk (fsync) and renamed over `path`, so a
+    reader (or a kill at any moment) sees the old file or the whole new one, never a part;
+    when it raises, the temporary file is removed and `path` is left as it was."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        yield tmp
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    try:  # the rename itself reaches the disk with the folder's entry
+        folder = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # e.g. Windows, where folders cannot be opened
+        return
+    try:
+        os.fsync(folder)
+    except OSError:
+        pass
+    finally:
+        os.close(folder)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` (UTF-8) to `path` through `atomic_path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def to_json(segmentation: Segmentation) -> dict:
@@ -255,7 +305,9 @@ def save(
             picture.save(files.overlay, format="JPEG", quality=90)
         else:
             picture.save(files.overlay)
-        _write_atomic(files.json, json.dumps(to_json(segmentation), indent=1, ensure_ascii=False))
+        write_text_atomic(
+            files.json, json.dumps(to_json(segmentation), indent=1, ensure_ascii=False)
+        )
         keep = {p.name for p in files.masks}
         for stale in out.glob("mask_*.png"):
             if stale.name not in keep:
@@ -275,8 +327,6 @@ def load(path: str | os.PathLike) -> Segmentation | VideoSegmentation:
     try:
         data = json.loads(p.read_text())
         if isinstance(data, dict) and data.get("kind") == "video":
-            from textseg.video import video_from_json
-
             return video_from_json(data)
         h, w = int(data["image"]["height"]), int(data["image"]["width"])
         objects = data["objects"]
@@ -300,3 +350,159 @@ def load(path: str | os.PathLike) -> Segmentation | VideoSegmentation:
         presence_scores=[o.get("presence_score") for o in objects],
         phrase_presence=data.get("phrase_presence"),
     )
+
+
+# --------------------------------------------------------------------------- video
+
+
+def video_to_json(vseg: VideoSegmentation) -> dict:
+    """The JSON-ready dict of a VideoSegmentation ("kind": "video"; masks as COCO RLE)."""
+    h, w = vseg.image_size
+    return {
+        "version": 1,
+        "kind": "video",
+        "prompt": vseg.prompt,
+        "phrases": list(vseg.phrases),
+        "source": vseg.source,
+        "image": {"height": int(h), "width": int(w)},
+        "fps": float(vseg.fps),
+        "num_frames": vseg.num_frames,
+        "every": int(vseg.every),
+        "detection_frames": list(vseg.detection_frames),
+        "objects": [
+            {
+                "id": o.id,
+                "label": o.label,
+                "score": round(float(o.score), 6),
+                "first_frame": o.first_frame,
+                "last_frame": o.last_frame,
+            }
+            for o in vseg.objects
+        ],
+        "frames": [
+            {
+                "index": f,
+                "objects": [
+                    {
+                        "id": i,
+                        "score": round(float(masks[i].score), 6),
+                        "box_xyxy": [round(float(v), 3) for v in masks[i].box],
+                        "mask_rle": masks[i].rle,
+                    }
+                    for i in sorted(masks)
+                ],
+            }
+            for f, masks in enumerate(vseg.frames)
+        ],
+    }
+
+
+def video_from_json(data: dict) -> VideoSegmentation:
+    """Rebuild a VideoSegmentation from `video_to_json`'s dict (what textseg.load does)."""
+    try:
+        h, w = int(data["image"]["height"]), int(data["image"]["width"])
+        objects = [
+            VideoObject(
+                id=int(o["id"]),
+                label=str(o["label"]),
+                score=float(o["score"]),
+                first_frame=int(o["first_frame"]),
+                last_frame=int(o["last_frame"]),
+            )
+            for o in data["objects"]
+        ]
+        frames: list[dict[int, FrameMask]] = [{} for _ in range(int(data["num_frames"]))]
+        for entry in data["frames"]:
+            for o in entry["objects"]:
+                rle = {
+                    "size": [int(v) for v in o["mask_rle"]["size"]],
+                    "counts": o["mask_rle"]["counts"],
+                }
+                if rle["size"] != [h, w]:
+                    raise ValueError(f"a mask of size {rle['size']} in a {h}x{w} video")
+                frames[int(entry["index"])][int(o["id"])] = FrameMask(
+                    rle=rle, score=float(o["score"]), box=np.asarray(o["box_xyxy"], np.float32)
+                )
+        return VideoSegmentation(
+            objects=objects,
+            frames=frames,
+            image_size=(h, w),
+            fps=float(data["fps"]),
+            prompt=str(data.get("prompt", "")),
+            phrases=tuple(data.get("phrases", ())),
+            every=int(data.get("every", 1)),
+            detection_frames=tuple(data.get("detection_frames", ())),
+            source=data.get("source"),
+        )
+    except (KeyError, TypeError, IndexError) as err:
+        raise ValueError(f"not a textseg video segmentation ({type(err).__name__}: {err})") from err
+
+
+@dataclass
+class SavedVideo:
+    """Paths written by `save_video`."""
+
+    overlay: Path
+    preview: Path
+    json: Path
+
+
+def save_video(
+    vseg: VideoSegmentation,
+    out_dir: str | os.PathLike,
+    *,
+    video: str | os.PathLike | None = None,
+    gif_width: int = 320,
+    gif_frames: int = 48,
+    progress: bool = False,
+) -> SavedVideo:
+    """Write overlay.mp4 (every frame, masks drawn in one colour per object id),
+    preview.gif (at most `gif_frames` frames, `gif_width` pixels wide) and
+    segmentation.json (readable with textseg.load) into `out_dir`.
+
+    video: the clip that was segmented (default: vseg.source), decoded again frame by
+    frame, so memory stays flat. Each file is written under a temporary name and renamed
+    when complete; the JSON comes last, so a folder with segmentation.json is complete.
+    """
+    from tqdm.auto import tqdm
+
+    from textseg.video_io import iter_frames, write_gif, write_mp4
+
+    clip = video if video is not None else vseg.source
+    if clip is None:
+        raise ValueError("this VideoSegmentation names no source clip; pass video=")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    step = max(1, math.ceil(vseg.num_frames / max(1, gif_frames)))
+    preview: list[Image.Image] = []
+
+    def drawn() -> Iterator[Image.Image]:
+        frames = iter_frames(clip, max_frames=vseg.num_frames)
+        for index, image in enumerate(
+            tqdm(frames, desc="write", total=vseg.num_frames, disable=not progress)
+        ):
+            if (image.height, image.width) != vseg.image_size:
+                raise VideoLoadError(
+                    f"{clip}: frames are {image.height}x{image.width} but the segmentation "
+                    f"was made for {vseg.image_size[0]}x{vseg.image_size[1]}; pass the clip "
+                    "that was segmented"
+                )
+            picture = overlay(image, vseg.frame(index), ids=vseg.ids(index))
+            if index % step == 0:
+                preview.append(picture)
+            yield picture
+
+    files = SavedVideo(
+        overlay=out / OVERLAY_VIDEO_NAME, preview=out / PREVIEW_NAME, json=out / JSON_NAME
+    )
+    with atomic_path(files.overlay) as tmp:  # a failed write leaves the folder as it was
+        written = write_mp4(drawn(), tmp, fps=vseg.fps)
+        if written != vseg.num_frames:
+            raise VideoLoadError(
+                f"{clip}: holds {written} frames but the segmentation has {vseg.num_frames}; "
+                "pass the clip that was segmented"
+            )
+    with atomic_path(files.preview) as tmp:
+        write_gif(preview, tmp, fps=vseg.fps / step, width=gif_width)
+    write_text_atomic(files.json, json.dumps(video_to_json(vseg), ensure_ascii=False))
+    return files

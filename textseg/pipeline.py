@@ -5,19 +5,28 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from textseg.boxes import clip_boxes, mask_boxes, remove_duplicates
+from textseg.backends import BACKENDS, DEFAULT_BACKEND, get_backend
+from textseg.boxes import clip_boxes, mask_boxes
 from textseg.errors import PromptError, TextsegError
+from textseg.export import output_dir, save
 from textseg.images import ImageInput, describe, list_images, load_image, working_copy
+from textseg.parts import (
+    Detector,
+    Segmenter,
+    SegmentOptions,
+    TextMasker,
+    find_objects,
+)
 from textseg.prompt import Prompt, parse_prompt
-from textseg.result import Segmentation
+from textseg.result import BatchItem, Segmentation, VideoSegmentation
 from textseg.textmatch import text_match
 from textseg.user_prompts import BoxesInput, PointsInput, UserPrompts, parse_user_prompts
+from textseg.video import segment_video
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -25,11 +34,10 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-    from textseg.detector import Detections
     from textseg.device import Precision
-    from textseg.sam3 import TextMasks
-    from textseg.video import VideoSegmentation
 
+# BACKENDS, Detector, Segmenter, TextMasker, SegmentOptions and BatchItem are re-exported
+# from their homes (textseg.backends, textseg.parts, textseg.result) for one release.
 __all__ = [
     "BACKENDS",
     "BatchItem",
@@ -40,119 +48,13 @@ __all__ = [
     "TextSegmenter",
 ]
 
-Backend = Literal["groundingdino+sam2", "sam3"]
-BACKENDS: tuple[str, ...] = ("groundingdino+sam2", "sam3")
+Backend = str  # was Literal["groundingdino+sam2", "sam3"]; the names are BACKENDS' keys now
 
 # SAM 3 masks above this score count for the semantic check: low, so that the check asks
 # "does SAM 3 see this phrase here at all" rather than "is it SAM 3's best guess".
 CHECK_THRESHOLD = 0.3
 
 logger = logging.getLogger(__name__)
-
-
-class Detector(Protocol):
-    """What TextSegmenter needs from a detector (see GroundingDinoDetector)."""
-
-    def check_prompt(self, prompt: Prompt) -> None: ...
-
-    def detect(
-        self,
-        image: Image.Image,
-        prompt: Prompt,
-        *,
-        box_threshold: float,
-        text_threshold: float,
-        size: int | None = None,
-    ) -> Detections: ...
-
-
-class Segmenter(Protocol):
-    """What TextSegmenter needs from a box- and point-prompted segmenter (see Sam2Segmenter):
-    boxes (N, 4) XYXY and/or points (N, K, 2) (x, y) with labels (N, K) 1/0, in pixels of
-    the image given to set_image; one mask per object."""
-
-    def set_image(self, image: np.ndarray) -> bool: ...
-
-    def predict(
-        self,
-        boxes: np.ndarray | None = None,
-        *,
-        points: np.ndarray | None = None,
-        point_labels: np.ndarray | None = None,
-        output_size: tuple[int, int] | None,
-        multimask: bool,
-    ) -> tuple[np.ndarray, np.ndarray]: ...
-
-
-class TextMasker(Protocol):
-    """What TextSegmenter needs from a text-prompted instance segmenter (see Sam3TextMasker):
-    phrases in; every instance's mask, box, score, and a presence score per phrase out."""
-
-    def check_prompt(self, prompt: Prompt) -> None: ...
-
-    def segment_text(
-        self,
-        image: Image.Image,
-        prompt: Prompt,
-        *,
-        threshold: float,
-        output_size: tuple[int, int] | None = None,
-    ) -> TextMasks: ...
-
-
-@dataclass
-class BatchItem:
-    """One image of a `segment_many` run: a result, or the reason it was skipped.
-
-    source: the image's path or description. segmentation: None when it could not be
-    segmented. error: one-line reason when skipped (not segmented, or its files could not be
-    written), else None. out_dir: where its files went, if saved. note: one line when the
-    files went to another folder than `out_dir/<image name>` (see textseg.export.output_dir).
-    """
-
-    source: str
-    segmentation: Segmentation | None = None
-    error: str | None = None
-    out_dir: Path | None = None
-    note: str | None = None
-
-
-def _check_unit(name: str, value: float) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}") from err
-    if not 0.0 <= v <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {value}")
-    return v
-
-
-@dataclass(frozen=True)
-class SegmentOptions:
-    """The knobs of `TextSegmenter.segment`, checked once (see its docstring)."""
-
-    box_threshold: float = 0.35  # detector score an object needs, in [0, 1]
-    text_threshold: float = 0.25  # score the token naming its phrase needs, in [0, 1]
-    nms_iou: float = 0.5  # IoU above which two boxes are one object
-    max_objects: int | None = None  # keep the best N objects found by text; None keeps all
-    multimask: bool = False  # SAM 2 proposes 3 masks per box, keep the best
-    detector_size: int | None = None  # GroundingDINO's input, shortest side in pixels; None: 800
-    min_text_match: float | None = None  # drop text objects below this text_match; experimental
-
-    def __post_init__(self) -> None:
-        for name in ("box_threshold", "text_threshold", "nms_iou"):
-            object.__setattr__(self, name, _check_unit(name, getattr(self, name)))
-        m = self.max_objects
-        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 0):
-            raise ValueError(f"max_objects must be None or a whole number >= 0, got {m!r}")
-        d = self.detector_size
-        if d is not None and (
-            isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 32
-        ):
-            raise ValueError(f"detector_size must be None or a whole number >= 32, got {d!r}")
-        if self.min_text_match is not None:
-            value = _check_unit("min_text_match", self.min_text_match)
-            object.__setattr__(self, "min_text_match", value)
 
 
 class TextSegmenter:
@@ -195,11 +97,20 @@ class TextSegmenter:
         self.masker = masker
         self.checker = checker
         self.max_side = max_side
+        self.backend_name: str | None = None  # the BACKENDS row from_pretrained built
 
     @property
     def backend(self) -> str:
-        """ "sam3" when a text masker finds the objects, else "groundingdino+sam2"."""
-        return "sam3" if self.masker is not None else "groundingdino+sam2"
+        """The BACKENDS name this was built from; else "sam3" when a text masker finds the
+        objects, else "groundingdino+sam2"."""
+        if self.backend_name is not None:
+            return self.backend_name
+        return "sam3" if self.masker is not None else DEFAULT_BACKEND
+
+    @property
+    def finder(self) -> Detector | TextMasker | None:
+        """What finds objects by text: the text masker (SAM 3) or the detector."""
+        return self.masker if self.masker is not None else self.detector
 
     def check_prompt(self, prompt: Prompt) -> None:
         """Raise PromptError if a model that reads the text cannot read this prompt."""
@@ -216,7 +127,7 @@ class TextSegmenter:
     def from_pretrained(
         cls,
         *,
-        backend: Backend = "groundingdino+sam2",
+        backend: str = DEFAULT_BACKEND,
         detector: str | os.PathLike | None = None,
         segmenter: str | os.PathLike | None = None,
         segmenter_config: str | os.PathLike | None = None,
@@ -226,8 +137,9 @@ class TextSegmenter:
     ) -> TextSegmenter:
         """Build the models of a backend on one device.
 
-        backend: "groundingdino+sam2" (default: GroundingDINO finds, SAM 2 paints) or
-            "sam3" (SAM 3 finds and paints; SAM 2 is loaded too, for boxes and points).
+        backend: a name of textseg.backends.BACKENDS: "groundingdino+sam2" (default:
+            GroundingDINO finds, SAM 2 paints) or "sam3" (SAM 3 finds and paints; SAM 2 is
+            loaded too, for boxes, points and video).
         detector: GroundingDINO-family hub id or local folder (default
             "IDEA-Research/grounding-dino-tiny"; also grounding-dino-base, MM-GroundingDINO).
         segmenter: SAM 2 hub id, size name, checkpoint .pt or local folder (default SAM 2.1
@@ -240,24 +152,18 @@ class TextSegmenter:
         precision: SAM 2's and SAM 3's autocast dtype ("auto": bf16 where the GPU has it,
             else fp32).
         """
-        from textseg.detector import DEFAULT_DETECTOR, GroundingDinoDetector
         from textseg.device import resolve_runtime
-        from textseg.sam3 import DEFAULT_SAM3, Sam3TextMasker
-        from textseg.segmenter import Sam2Segmenter
 
-        if backend not in BACKENDS:
-            raise ValueError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")
-        if backend == "sam3" and detector is not None:
-            raise ValueError("detector= is GroundingDINO's; backend 'sam3' does not use it")
+        row = get_backend(backend)
+        models = dict(
+            detector=detector, segmenter=segmenter, segmenter_config=segmenter_config, sam3=sam3
+        )
+        row.check({k: v for k, v in models.items() if v is not None}, lambda name: f"{name}=")
         runtime = resolve_runtime(device, precision=precision)
-        if backend == "sam3":
-            masker = Sam3TextMasker.from_pretrained(sam3 or DEFAULT_SAM3, runtime=runtime)
-            seg = Sam2Segmenter.from_pretrained(segmenter, runtime=runtime, config=segmenter_config)
-            return cls(segmenter=seg, masker=masker)
-        det = GroundingDinoDetector.from_pretrained(detector or DEFAULT_DETECTOR, runtime=runtime)
-        seg = Sam2Segmenter.from_pretrained(segmenter, runtime=runtime, config=segmenter_config)
-        checker = Sam3TextMasker.from_pretrained(sam3, runtime=runtime) if sam3 else None
-        return cls(det, seg, checker=checker)
+        parts = row.build(runtime=runtime, **models)
+        made = cls(parts.detector, parts.segmenter, masker=parts.masker, checker=parts.checker)
+        made.backend_name = backend
+        return made
 
     def segment(
         self,
@@ -363,13 +269,18 @@ class TextSegmenter:
         box_threshold, text_threshold, nms_iou, max_objects: as in `segment`, per key frame.
         progress: tqdm bars for decoding and tracking.
         SAM 2's video predictor (sharing this segmenter's weights) tracks between key
-        frames, with frames and state on the CPU. Returns a textseg.video.VideoSegmentation;
-        save it with textseg.save_video. See textseg/video.py for the rules.
+        frames, with frames and state on the CPU. The finder is this segmenter's own
+        (GroundingDINO or SAM 3), run on each key frame by the same step as on an image
+        (textseg.parts.find_objects). Returns a textseg.VideoSegmentation; save it with
+        textseg.save_video. See textseg/video.py for the rules.
         """
-        from textseg.video import segment_video
-
+        if self.finder is None:
+            raise PromptError(
+                "this TextSegmenter has no detector or text masker: it cannot find the "
+                "prompt's objects on a video's key frames"
+            )
         return segment_video(
-            self.detector,
+            self.finder,
             self.segmenter,
             video,
             prompt,
@@ -408,19 +319,13 @@ class TextSegmenter:
         parts = []
         if user is not None and len(user):
             parts.append(self._segment_user(work, user, options, scale, (height, width), common))
-        if prompt is not None and self.masker is not None:
-            parts.append(self._segment_masker(work, prompt, options, (height, width), common))
-        elif prompt is not None:
-            parts.append(
-                self._segment_finder(work, prompt, options, scale, (height, width), common)
-            )
+        if prompt is not None:
+            parts.append(self._segment_text(work, prompt, options, scale, (height, width), common))
         if not parts:
             return Segmentation.empty(image_size=(height, width), **common)
-        if len(parts) == 1:
-            return parts[0]
-        return _concat(parts)
+        return parts[0] if len(parts) == 1 else Segmentation.concat(parts)
 
-    def _segment_finder(
+    def _segment_text(
         self,
         work: Image.Image,
         prompt: Prompt,
@@ -429,77 +334,41 @@ class TextSegmenter:
         size: tuple[int, int],
         common: dict,
     ) -> Segmentation:
-        """GroundingDINO's boxes → SAM 2's masks (+ the semantic check when loaded)."""
-        height, width = size
-        size_kw = {} if options.detector_size is None else {"size": options.detector_size}
-        det = self.detector.detect(
-            work,
-            prompt,
-            box_threshold=options.box_threshold,
-            text_threshold=options.text_threshold,
-            **size_kw,  # only when set: detectors without a size option keep working
-        )
-        boxes = clip_boxes(det.boxes * scale, height=height, width=width)
-        keep = remove_duplicates(boxes, det.scores, det.phrase_ids, iou=options.nms_iou)
-        if options.max_objects is not None:
-            keep = keep[: int(options.max_objects)]
-        if len(keep) == 0:
+        """The finder's objects (find_objects, as for a video's key frames); the detector's
+        boxes painted by SAM 2 (+ the semantic check when loaded), SAM 3's masks as they are."""
+        found = find_objects(self.finder, work, prompt, options, size=size)
+        if len(found) == 0 and found.presence is None:
             return Segmentation.empty(image_size=size, **common)
-        self.segmenter.set_image(np.asarray(work))
-        work_boxes = clip_boxes(boxes[keep] / scale, height=work.height, width=work.width)
-        masks, mask_scores = self.segmenter.predict(
-            work_boxes, output_size=size, multimask=options.multimask
-        )
-        matches = None
-        if self.checker is not None:
-            ref = self.checker.segment_text(
-                work, prompt, threshold=CHECK_THRESHOLD, output_size=size
+        extra: dict = {}
+        if found.masks is not None:  # a text masker (SAM 3) painted them itself
+            masks, mask_scores = found.masks, found.scores
+            extra["presence_scores"] = [float(found.presence[int(i)]) for i in found.phrase_ids]
+            extra["phrase_presence"] = {p: float(v) for p, v in zip(prompt.phrases, found.presence)}
+        else:
+            self.segmenter.set_image(np.asarray(work))
+            work_boxes = clip_boxes(found.boxes / scale, height=work.height, width=work.width)
+            masks, mask_scores = self.segmenter.predict(
+                work_boxes, output_size=size, multimask=options.multimask
             )
-            matches = text_match(masks, det.phrase_ids[keep], ref.masks, ref.phrase_ids)
+            if self.checker is not None:
+                ref = self.checker.segment_text(
+                    work, prompt, threshold=CHECK_THRESHOLD, output_size=size
+                )
+                matches = text_match(masks, found.phrase_ids, ref.masks, ref.phrase_ids)
+                extra["text_match"] = matches
         seg = Segmentation(
-            boxes=boxes[keep],
-            scores=det.scores[keep],
-            labels=[prompt.phrases[int(i)] for i in det.phrase_ids[keep]],
+            boxes=found.boxes,
+            scores=found.scores,
+            labels=found.labels,
             masks=masks,
             mask_scores=mask_scores,
             image_size=size,
-            text_match=matches,
+            **extra,
             **common,
         )
-        if matches is not None and options.min_text_match is not None:
-            seg = seg.subset(np.flatnonzero(matches >= options.min_text_match))
+        if "text_match" in extra and options.min_text_match is not None:
+            seg = seg.subset(np.flatnonzero(extra["text_match"] >= options.min_text_match))
         return seg
-
-    def _segment_masker(
-        self,
-        work: Image.Image,
-        prompt: Prompt,
-        options: SegmentOptions,
-        size: tuple[int, int],
-        common: dict,
-    ) -> Segmentation:
-        """SAM 3: every instance of each phrase, with its presence score."""
-        height, width = size
-        found = self.masker.segment_text(
-            work, prompt, threshold=options.box_threshold, output_size=size
-        )
-        boxes = clip_boxes(found.boxes, height=height, width=width)
-        keep = remove_duplicates(boxes, found.scores, found.phrase_ids, iou=options.nms_iou)
-        if options.max_objects is not None:
-            keep = keep[: int(options.max_objects)]
-        presence = {p: float(v) for p, v in zip(prompt.phrases, found.presence)}
-        ids = found.phrase_ids[keep]
-        return Segmentation(
-            boxes=boxes[keep],
-            scores=found.scores[keep],
-            labels=[prompt.phrases[int(i)] for i in ids],
-            masks=found.masks[keep].reshape(len(keep), height, width),
-            mask_scores=found.scores[keep],
-            image_size=size,
-            presence_scores=[float(found.presence[int(i)]) for i in ids],
-            phrase_presence=presence,
-            **common,
-        )
 
     def _segment_user(
         self,
@@ -562,9 +431,7 @@ class TextSegmenter:
     ) -> Iterator[BatchItem]:
         """Like `segment_many`, but yields each image's BatchItem as soon as it is done
         (and its files are written). Bad options or a bad prompt raise before the first."""
-        from tqdm.auto import tqdm
-
-        from textseg.export import output_dir, save
+        from tqdm.auto import tqdm  # not at import: tqdm.auto looks for notebook widgets
 
         prompts = {k: options.pop(k) for k in ("boxes", "points", "point_labels") if k in options}
         self._check_options(SegmentOptions(**options))  # bad options and a bad prompt fail
@@ -630,25 +497,3 @@ class TextSegmenter:
                 logger.warning("skipped %s", item.error)
             items.append(item)
         return items
-
-
-def _concat(parts: list[Segmentation]) -> Segmentation:
-    """One Segmentation holding the objects of `parts` in order (same image and prompt)."""
-    first = parts[0]
-    presence = next((p.phrase_presence for p in parts if p.phrase_presence is not None), None)
-    return Segmentation(
-        boxes=np.concatenate([p.boxes for p in parts]),
-        scores=np.concatenate([p.scores for p in parts]),
-        labels=[label for p in parts for label in p.labels],
-        masks=np.concatenate([p.masks for p in parts]),
-        mask_scores=np.concatenate([p.mask_scores for p in parts]),
-        image_size=first.image_size,
-        prompt=first.prompt,
-        phrases=first.phrases,
-        image=first.image,
-        source=first.source,
-        kinds=[k for p in parts for k in p.kinds],
-        text_match=[v for p in parts for v in p.text_match],
-        presence_scores=[v for p in parts for v in p.presence_scores],
-        phrase_presence=presence,
-    )

@@ -1,17 +1,28 @@
-"""The result of segmenting one image with one prompt."""
+"""The results: one image with one prompt (Segmentation), one image of a batch (BatchItem),
+and a clip tracked through (VideoSegmentation, its VideoObject and FrameMask)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from textseg.rle import decode_rle
+
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["KINDS", "Segmentation"]
+__all__ = [
+    "KINDS",
+    "BatchItem",
+    "FrameMask",
+    "Segmentation",
+    "VideoObject",
+    "VideoSegmentation",
+]
 
 KINDS = ("text", "box", "points")  # what found an object: a phrase, a user box, user points
 
@@ -131,6 +142,28 @@ class Segmentation:
             **kwargs,
         )
 
+    @classmethod
+    def concat(cls, parts: list[Segmentation]) -> Segmentation:
+        """One Segmentation holding the objects of `parts` in order (same image and prompt)."""
+        first = parts[0]
+        presence = next((p.phrase_presence for p in parts if p.phrase_presence is not None), None)
+        return cls(
+            boxes=np.concatenate([p.boxes for p in parts]),
+            scores=np.concatenate([p.scores for p in parts]),
+            labels=[label for p in parts for label in p.labels],
+            masks=np.concatenate([p.masks for p in parts]),
+            mask_scores=np.concatenate([p.mask_scores for p in parts]),
+            image_size=first.image_size,
+            prompt=first.prompt,
+            phrases=first.phrases,
+            image=first.image,
+            source=first.source,
+            kinds=[k for p in parts for k in p.kinds],
+            text_match=[v for p in parts for v in p.text_match],
+            presence_scores=[v for p in parts for v in p.presence_scores],
+            phrase_presence=presence,
+        )
+
     def counts(self) -> dict[str, int]:
         """How many objects of each label, in order of first appearance."""
         return dict(Counter(self.labels))
@@ -142,3 +175,146 @@ class Segmentation:
         parts = ", ".join(f"{n} {label}" for label, n in self.counts().items())
         noun = "object" if len(self) == 1 else "objects"
         return f"{len(self)} {noun}: {parts}"
+
+
+@dataclass
+class BatchItem:
+    """One image of a `segment_many` run: a result, or the reason it was skipped.
+
+    source: the image's path or description. segmentation: None when it could not be
+    segmented. error: one-line reason when skipped (not segmented, or its files could not be
+    written), else None. out_dir: where its files went, if saved. note: one line when the
+    files went to another folder than `out_dir/<image name>` (see textseg.export.output_dir).
+    """
+
+    source: str
+    segmentation: Segmentation | None = None
+    error: str | None = None
+    out_dir: Path | None = None
+    note: str | None = None
+
+
+# --------------------------------------------------------------------------- video
+
+
+@dataclass
+class VideoObject:
+    """One tracked object.
+
+    id: stable over the whole clip, 0, 1, 2, ... in order of first appearance; never reused.
+    label: the prompt phrase the finder gave it when it was first found.
+    score: the finder's score for it on that frame, in [0, 1].
+    first_frame: the key frame where it was found. last_frame: the last frame with a mask.
+    """
+
+    id: int
+    label: str
+    score: float
+    first_frame: int
+    last_frame: int
+
+
+@dataclass
+class FrameMask:
+    """One object on one frame.
+
+    rle: its mask as uncompressed COCO RLE at the frame's size (textseg.decode_rle).
+    score: mean SAM 2 mask probability (sigmoid of the logits) over the mask's pixels.
+    box: (4,) float32 XYXY pixels, the box around the mask.
+    """
+
+    rle: dict
+    score: float
+    box: np.ndarray
+
+
+@dataclass
+class VideoSegmentation:
+    """Objects found and tracked through a clip for one prompt.
+
+    objects: every object, by id (objects[i].id == i).
+    frames: per frame, {object id: FrameMask} for the objects visible on it (absent ids:
+        no mask on that frame). Masks are stored as RLE, so a long clip stays small.
+    image_size: (H, W) of the frames in pixels. fps: the clip's frame rate.
+    prompt / phrases: as in Segmentation. every: the detection stride.
+    detection_frames: the key frames where the finder ran.
+    source: where the clip came from.
+    """
+
+    objects: list[VideoObject]
+    frames: list[dict[int, FrameMask]]
+    image_size: tuple[int, int]
+    fps: float
+    prompt: str
+    phrases: tuple[str, ...] = ()
+    every: int = 1
+    detection_frames: tuple[int, ...] = ()
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        self.phrases = tuple(self.phrases)
+        self.detection_frames = tuple(int(f) for f in self.detection_frames)
+        for i, obj in enumerate(self.objects):
+            if obj.id != i:
+                raise ValueError(f"objects must be listed by id: position {i} holds id {obj.id}")
+        known = len(self.objects)
+        for f, masks in enumerate(self.frames):
+            bad = [i for i in masks if not 0 <= i < known]
+            if bad:
+                raise ValueError(f"frame {f} names unknown object ids {bad}")
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frames)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def ids(self, frame: int) -> list[int]:
+        """Ids of the objects with a mask on `frame`, ascending."""
+        return sorted(self.frames[frame])
+
+    def mask(self, frame: int, object_id: int) -> np.ndarray | None:
+        """(H, W) bool mask of one object on one frame, or None where it has none."""
+        found = self.frames[frame].get(object_id)
+        return None if found is None else decode_rle(found.rle)
+
+    def masks(self, object_id: int) -> np.ndarray:
+        """(T, H, W) bool: one object's mask on every frame (all False where absent)."""
+        h, w = self.image_size
+        out = np.zeros((self.num_frames, h, w), dtype=bool)
+        for f, masks in enumerate(self.frames):
+            if object_id in masks:
+                out[f] = decode_rle(masks[object_id].rle)
+        return out
+
+    def frame(self, index: int) -> Segmentation:
+        """Frame `index` as an image Segmentation, objects in id order (see `ids`).
+
+        scores: each object's finder score; mask_scores: this frame's mask score."""
+        ids = self.ids(index)
+        h, w = self.image_size
+        found = [self.frames[index][i] for i in ids]
+        return Segmentation(
+            boxes=np.array([m.box for m in found], dtype=np.float32).reshape(-1, 4),
+            scores=[self.objects[i].score for i in ids],
+            labels=[self.objects[i].label for i in ids],
+            masks=np.array([decode_rle(m.rle) for m in found], dtype=bool).reshape(-1, h, w),
+            mask_scores=[m.score for m in found],
+            image_size=(h, w),
+            prompt=self.prompt,
+            phrases=self.phrases,
+            source=self.source,
+        )
+
+    def summary(self) -> str:
+        """One line, e.g. "2 objects (1 ball, 1 box) over 8 frames"."""
+        counts: dict[str, int] = {}
+        for obj in self.objects:
+            counts[obj.label] = counts.get(obj.label, 0) + 1
+        frames = f"{self.num_frames} frame{'s' * (self.num_frames != 1)}"
+        if not self.objects:
+            return f"no objects over {frames}"
+        parts = ", ".join(f"{n} {label}" for label, n in counts.items())
+        noun = "object" if len(self.objects) == 1 else "objects"
+        return f"{len(self.objects)} {noun} ({parts}) over {frames}"

@@ -18,13 +18,13 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from textseg.detector import image_key, pretrained_source
 from textseg.errors import ModelLoadError, PromptError
+from textseg.hub import gated_hint, image_key, is_gated_error, load_error, pretrained_source
+from textseg.parts import TextMasks
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -32,7 +32,13 @@ if TYPE_CHECKING:
     from textseg.device import Runtime
     from textseg.prompt import Prompt
 
-__all__ = ["DEFAULT_SAM3", "Sam3TextMasker", "TextMasks"]
+__all__ = [
+    "DEFAULT_SAM3",
+    "Sam3TextMasker",
+    "TextMasks",
+    "is_gated_error",
+]  # TextMasks, is_gated_error:
+# re-exported from textseg.parts and textseg.hub (their homes since 0.2), for one release
 
 logger = logging.getLogger(__name__)
 
@@ -45,40 +51,12 @@ _SAM3_HINT = (
 )
 
 
-def _gated_hint(spec: str) -> str:
-    return (
-        f"{spec!r} is gated on the Hugging Face Hub: open https://huggingface.co/{spec}, log "
-        "in and ask for access (accept Meta's licence; approval can take a while). Then make a "
-        "read token at https://huggingface.co/settings/tokens and log in here: `hf auth login` "
-        "in a terminal, `from huggingface_hub import login; login()` in a notebook, or on "
-        "Colab add it as the secret HF_TOKEN (key icon in the left bar)."
-    )
-
-
-def is_gated_error(err: BaseException) -> bool:
-    """Whether a loading error (or one it wraps) is the hub refusing a gated repository."""
-    try:
-        from huggingface_hub.errors import GatedRepoError
-    except ImportError:  # very old huggingface_hub
-        GatedRepoError = ()  # type: ignore[assignment]  # noqa: N806
-    seen: BaseException | None = err
-    while seen is not None:
-        if GatedRepoError and isinstance(seen, GatedRepoError):
-            return True
-        text = str(seen).lower()
-        if "gated repo" in text or "access to model" in text and "restricted" in text:
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
 def sam3_load_error(spec: str, err: BaseException) -> ModelLoadError:
     """The ModelLoadError for a SAM 3 that failed to load: how to get access when the
     repository is gated, what to pass otherwise."""
     if is_gated_error(err):
-        return ModelLoadError(f"could not load SAM 3: {_gated_hint(spec)}")
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return ModelLoadError(f"could not load SAM 3 {spec!r}: {first}. {_SAM3_HINT}")
+        return ModelLoadError(f"could not load SAM 3: {gated_hint(spec)}")
+    return load_error("SAM 3", spec, err, _SAM3_HINT)
 
 
 def import_sam3() -> Any:
@@ -97,24 +75,6 @@ def import_sam3() -> Any:
             "`pip install -U 'transformers>=5'` (on Colab, then restart the session)."
         )
     return transformers
-
-
-@dataclass
-class TextMasks:
-    """SAM 3's instances for one image and one prompt, before duplicate removal.
-
-    boxes: (N, 4) float32, XYXY pixels of `output_size` (default: the image's size).
-    scores: (N,) float32 in [0, 1]: query score × presence score of its phrase.
-    phrase_ids: (N,) int64 index into `Prompt.phrases`.
-    masks: (N, H, W) bool at `output_size`.
-    presence: (P,) float32 in [0, 1], how sure SAM 3 is that each phrase is in the image.
-    """
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    phrase_ids: np.ndarray
-    masks: np.ndarray
-    presence: np.ndarray
 
 
 class Sam3TextMasker:

@@ -31,7 +31,7 @@ from textseg.errors import ModelLoadError
 if TYPE_CHECKING:
     from textseg.device import Runtime
 
-__all__ = ["SAM2_SIZES", "Sam2Segmenter", "default_sam2", "sam2_config_name"]
+__all__ = ["SAM2_SIZES", "Sam2Segmenter", "default_sam2", "instantiate", "sam2_config_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -147,15 +147,17 @@ def _load_config(config: str | os.PathLike) -> Any:
     return compose_config(name)
 
 
-def _instantiate(cfg: Any) -> Any:
-    from hydra.utils import instantiate
+def instantiate(cfg: Any) -> Any:
+    """Build the SAM 2 model a Hydra config describes, with textseg's post-processing
+    settings (ModelLoadError when the config does not build one)."""
+    from hydra.utils import instantiate as hydra_instantiate
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     extra = cfg.model.get("sam_mask_decoder_extra_args") or {}
     cfg.model.sam_mask_decoder_extra_args = {**_POSTPROCESSING, **extra}
     try:
-        return instantiate(cfg.model, _recursive_=True)
+        return hydra_instantiate(cfg.model, _recursive_=True)
     except Exception as err:
         raise ModelLoadError(f"the SAM 2 config does not build a model: {err}") from err
 
@@ -318,7 +320,7 @@ class Sam2Segmenter:
 
         checkpoint=None keeps random weights (for tests and benchmarks only).
         """
-        model = _instantiate(_load_config(config))
+        model = instantiate(_load_config(config))
         if checkpoint is not None:
             _load_weights(model, checkpoint)
         else:

@@ -10,6 +10,8 @@ meaningless; shapes, types, coordinates and files are not.
     make_sam2(folder, size="test")             # SAM 2.1 tiny shrunk by Hydra overrides
     make_sam2(folder, size="tiny")             # sam2.1_hiera_t as released (~39M)
     make_sam3(folder, size="test")             # transformers' Sam3Model, ~0.3M parameters
+    make_backend_models("sam3", folder)        # tiny models of a BACKENDS row: from_pretrained's
+                                               # keywords, e.g. {"sam3": ..., "segmenter": ...}
     make_sample_image(path)                    # a photo-like picture to segment
     make_sample_video(path)                    # a short clip: a red ball moves, a blue box enters
 """
@@ -25,6 +27,7 @@ from typing import Literal
 import numpy as np
 
 __all__ = [
+    "make_backend_models",
     "make_grounding_dino",
     "make_sam2",
     "make_sam3",
@@ -189,14 +192,14 @@ def make_sam2(folder: str | os.PathLike, *, size: Sam2Size = "test", seed: int =
     import torch
     from omegaconf import OmegaConf
 
-    from textseg.segmenter import _instantiate, compose_config
+    from textseg.segmenter import compose_config, instantiate
 
     if size not in ("test", "tiny"):
         raise ValueError(f"size={size!r} is not one of 'test', 'tiny'")
     overrides = SAM2_TEST_OVERRIDES if size == "test" else ()
     cfg = compose_config(SAM2_TINY_CONFIG, overrides=overrides)
     torch.manual_seed(seed)
-    model = _instantiate(cfg)
+    model = instantiate(cfg)
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, out / "config.yaml")
@@ -269,6 +272,29 @@ def make_sam3(folder: str | os.PathLike, *, size: Sam3Size = "test", seed: int =
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)
+    return out
+
+
+def make_backend_models(backend: str, folder: str | os.PathLike) -> dict[str, Path]:
+    """Tiny random models for every model a backend loads (its BACKENDS row's `models`),
+    each in `folder`/<argument>; returns the `from_pretrained` keywords naming them, e.g.
+    {"detector": folder/"detector", "segmenter": folder/"segmenter"} for the default backend.
+    Models already made in `folder` are reused, so backends that share one (SAM 2) build it
+    once."""
+    from textseg.backends import get_backend
+
+    makers = {"detector": make_grounding_dino, "segmenter": make_sam2, "sam3": make_sam3}
+    out: dict[str, Path] = {}
+    for name in get_backend(backend).models:
+        if name not in makers:
+            raise ValueError(
+                f"backend {backend!r} loads a model {name!r} that textseg.testing cannot make; "
+                f"it makes {', '.join(makers)}"
+            )
+        path = Path(folder) / name
+        # the file each maker writes last: a half-made model is made again
+        done = path / ("model.pt" if name == "segmenter" else "tokenizer_config.json")
+        out[name] = path if done.is_file() else makers[name](path)
     return out
 
 

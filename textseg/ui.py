@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
+from textseg import backends
+from textseg.backends import DEFAULT_BACKEND
 from textseg.errors import TextsegError
 
 if TYPE_CHECKING:
@@ -61,8 +63,9 @@ logger = logging.getLogger(__name__)
 
 ACCEPT = ".jpg,.jpeg,.png,.webp"
 DISPLAY_SIZE = (640, 440)  # (W, H) the picture is shown at most at; fits a 1280×800 screen
-DEFAULT_BACKEND = "groundingdino+sam2"
-BACKENDS = (("GroundingDINO + SAM 2", DEFAULT_BACKEND), ("SAM 3", "sam3"))
+# The menu is textseg.backends.BACKENDS, read when an app is built (backends.menu()); this
+# (label, name) tuple of it at import is kept for one release.
+BACKENDS = tuple(backends.menu())
 # Jupyter servers (Tornado) drop websocket messages over 10 MiB; 10 MB leaves room for the
 # message around the file. Colab's widget channel fails from about 1 MB on (reported in
 # ipywidgets issue #3452; not measured by us).
@@ -591,7 +594,7 @@ def build_app(
         style={"button_width": "70px"},
     )  # fmt: skip
     mode.add_class("textseg-mode")
-    backend = w.Dropdown(options=BACKENDS, value=DEFAULT_BACKEND, description="Models")
+    backend = w.Dropdown(options=backends.menu(), value=DEFAULT_BACKEND, description="Models")
     status = w.HTML()
     status.add_class("textseg-status")
     image = w.Image(format="jpeg", layout=w.Layout(max_width="100%", display="none"))

@@ -102,3 +102,25 @@ def test_segmentation_checks_its_shapes_and_labels():
     with pytest.raises(ValueError, match="among phrases"):
         Segmentation(boxes=np.zeros((1, 4)), scores=[1], labels=["dog"], masks=np.zeros((1, 5, 6)),
                      mask_scores=[1], image_size=(5, 6), prompt="cat.", phrases=("cat",))  # fmt: skip
+
+
+def test_the_one_atomic_writer_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
+    """export.atomic_path, what every JSON, MP4 and GIF textseg writes goes through: the
+    old file stays whole when the writer fails; the new one arrives whole, flushed first."""
+    import os
+
+    from textseg import export
+
+    target = tmp_path / "segmentation.json"
+    target.write_text("old")
+    with pytest.raises(OSError, match="disk full"):
+        with export.atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise OSError("disk full")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == [target.name]
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    export.write_text_atomic(target, "new ✓")
+    assert target.read_text(encoding="utf-8") == "new ✓" and len(synced) >= 1
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]

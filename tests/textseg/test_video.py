@@ -470,7 +470,7 @@ def test_swapped_names_may_overlap_and_end_in_any_order():
     (or threads) may overlap and end in any order, and the original must come back."""
     from types import SimpleNamespace
 
-    from textseg.video import _swapped
+    from textseg.sam2_video import _swapped
 
     module = SimpleNamespace(__name__="fake_sam2", tqdm="original")
 
