@@ -11,11 +11,13 @@ export_model(run.out_dir / "best.pt", "model.onnx")                 # needs the 
 
 from vitcifar.checkpoint import CheckpointError, load_checkpoint
 from vitcifar.config import (
+    PRESET_TABLE,
     TRAIN_PRESETS,
     AugmentConfig,
     TrainConfig,
     ViTConfig,
     config_for_preset,
+    preset_names,
 )
 from vitcifar.data import DataError, ImageSet, Splits, load_splits, load_test_set
 from vitcifar.evaluate import EvalReport, evaluate, load_model
@@ -27,6 +29,7 @@ from vitcifar.train import train
 
 __all__ = [
     "PRESETS",
+    "PRESET_TABLE",
     "TRAIN_PRESETS",
     "AugmentConfig",
     "CheckpointError",
@@ -49,6 +52,7 @@ __all__ = [
     "load_splits",
     "load_test_set",
     "predict",
+    "preset_names",
     "train",
     "vit_from_preset",
 ]
