@@ -29,12 +29,6 @@ __all__ = [
     "preset_names",
 ]
 
-Pool = Literal["cls", "mean"]
-PosEmbed = Literal["learned", "sincos2d"]
-Device = Literal["auto", "cpu", "cuda"]
-Amp = Literal["auto", "off", "fp16", "bf16"]
-Loader = Literal["auto", "sample", "batch"]
-
 # Settings of the machine, not of the recipe: a resume may change them (CPU -> T4 across Colab
 # sessions, more workers), and training continues with the same model and schedule.
 RUNTIME_FIELDS = ("device", "amp", "gpu_aug", "loader", "num_workers", "compile", "eval_batch_size")
@@ -47,6 +41,10 @@ def check_choice(name: str, value: Any, allowed: Any) -> None:
         raise ValueError(
             f"{name}={value!r} is not supported; choose one of {', '.join(map(repr, options))}"
         )
+
+
+Pool = Literal["cls", "mean"]
+PosEmbed = Literal["learned", "sincos2d"]
 
 
 @dataclass(frozen=True)
@@ -139,6 +137,11 @@ class AugmentConfig:
             raise ValueError("mixup_alpha and cutmix_alpha must be >= 0 (0 turns them off)")
 
 
+Device = Literal["auto", "cpu", "cuda"]
+Amp = Literal["auto", "off", "fp16", "bf16"]
+Loader = Literal["auto", "sample", "batch"]
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation and loop settings; defaults are the original notebook's DeiT-Tiny recipe."""
@@ -214,6 +217,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def with_runtime_of(self, other: TrainConfig) -> TrainConfig:
+        """This recipe with the machine settings (``RUNTIME_FIELDS``) of ``other``."""
+        return replace(self, **{k: getattr(other, k) for k in RUNTIME_FIELDS})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:

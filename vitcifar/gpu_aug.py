@@ -47,6 +47,7 @@ from torchvision.transforms.v2 import functional as F
 from vitcifar.config import AugmentConfig
 
 __all__ = [
+    "KERNEL_RUNS",
     "OPS",
     "RANDAUG_OPS",
     "SIGNED_OPS",
@@ -437,7 +438,7 @@ def _runs_of_kernels() -> tuple[tuple[int, int, _Kernel], ...]:
     return tuple((first, last, kernel) for first, last, kernel in runs)
 
 
-_KERNELS = _runs_of_kernels()
+KERNEL_RUNS = _runs_of_kernels()
 
 
 def _op(name: str) -> RandAugmentOp:
@@ -732,7 +733,7 @@ class BatchAugment:
             starts = [0, *ends[:-1]]
             grouped = images.index_select(0, order)
             grouped_rows = rows.index_select(0, order)
-            for first, last, kernel in _KERNELS:
+            for first, last, kernel in KERNEL_RUNS:
                 start, end = starts[first], ends[last]  # a kernel's ops are consecutive
                 if start == end:
                     continue
@@ -741,7 +742,7 @@ class BatchAugment:
             return grouped.index_select(0, torch.argsort(order))
         if strategy == "mask":
             params = table.take(rows)
-            for first, last, kernel in _KERNELS:
+            for first, last, kernel in KERNEL_RUNS:
                 chosen = ((ops >= first) & (ops <= last)).view(-1, 1, 1, 1)
                 images = torch.where(chosen, kernel(images, params, self.fill), images)
             return images

@@ -21,7 +21,7 @@ import os
 import random
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -273,11 +273,6 @@ class RunResult:
     best_epoch: int
 
 
-def _with_runtime(cfg: TrainConfig, runtime_of: TrainConfig) -> TrainConfig:
-    """``cfg`` with the machine settings (``RUNTIME_FIELDS``) of ``runtime_of``."""
-    return replace(cfg, **{k: getattr(runtime_of, k) for k in RUNTIME_FIELDS})
-
-
 def train(
     model_cfg: ViTConfig,
     splits: Splits,
@@ -311,7 +306,7 @@ def train(
         state = TrainState.from_dict(saved, folder.last)
         stored_model, stored_cfg = stored_configs(state, folder.last)
         if resume:
-            model_cfg, cfg = stored_model, _with_runtime(stored_cfg, cfg)
+            model_cfg, cfg = stored_model, stored_cfg.with_runtime_of(cfg)
         else:
             diff = config_diff(stored_model.to_dict(), model_cfg.to_dict()) + config_diff(
                 stored_cfg.to_dict(), cfg.to_dict(), skip=RUNTIME_FIELDS

@@ -11,7 +11,7 @@ from torchvision.transforms import v2
 
 from vitcifar.config import AugmentConfig
 from vitcifar.data import BatchLoader, ImageSet
-from vitcifar.gpu_aug import _KERNELS, OPS, RANDAUG_OPS, SIGNED_OPS, BatchAugment
+from vitcifar.gpu_aug import KERNEL_RUNS, OPS, RANDAUG_OPS, SIGNED_OPS, BatchAugment
 
 SPACE = v2.RandAugment._AUGMENTATION_SPACE
 GEOMETRIC = {"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"}  # torchvision's affine ops
@@ -32,13 +32,13 @@ def test_kernel_runs_are_derived_from_the_records():
     """Every op with a kernel is covered by exactly one (first, last, kernel) run, with its own
     kernel; the geometric ops share one run (one gather per batch)."""
     covered = {}
-    for first, last, kernel in _KERNELS:
+    for first, last, kernel in KERNEL_RUNS:
         for index in range(first, last + 1):
             assert index not in covered
             covered[index] = kernel
     assert covered == {i: op.kernel for i, op in enumerate(OPS) if op.kernel is not None}
     geometric = [i for i, op in enumerate(OPS) if op.geometric]
-    assert any((first, last) == (min(geometric), max(geometric)) for first, last, _ in _KERNELS)
+    assert any((first, last) == (min(geometric), max(geometric)) for first, last, _ in KERNEL_RUNS)
 
 
 @pytest.mark.parametrize(
