@@ -1,6 +1,7 @@
 """Data: CIFAR-10/100 or an ImageFolder tree -> uint8 tensors, splits, augmentation, loaders.
 
-Every source is decoded once into an ``ImageSet`` (uint8 images (N, C, H, W) + int64 labels):
+Every source is decoded once into an ``ImageSet`` (uint8 images (N, C, H, W) + int64 labels;
+an ImageFolder's files by ``vitcifar.images``' one image rule, which prediction uses too):
 CIFAR-10's training set is 150 MB, so it fits in RAM and, on a GPU, in device memory. Two
 training loaders sit on top of it:
 
