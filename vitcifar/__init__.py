@@ -10,22 +10,26 @@ export_model(run.out_dir / "best.pt", "model.onnx")                 # needs the 
 """
 
 from vitcifar.checkpoint import CheckpointError, load_checkpoint
-from vitcifar.data import AugmentConfig, DataError, ImageSet, Splits, load_splits, load_test_set
+from vitcifar.config import (
+    PRESET_TABLE,
+    TRAIN_PRESETS,
+    AugmentConfig,
+    TrainConfig,
+    ViTConfig,
+    config_for_preset,
+    preset_names,
+)
+from vitcifar.data import DataError, ImageSet, Splits, load_splits, load_test_set
 from vitcifar.evaluate import EvalReport, evaluate, load_model
 from vitcifar.export import export_model
-from vitcifar.model import PRESETS, ViT, ViTConfig, attention_map, vit_from_preset
+from vitcifar.machine import TrainingDiverged, TrainingOutOfMemory
+from vitcifar.model import PRESETS, ViT, attention_map, vit_from_preset
 from vitcifar.predict import Predictions, predict
-from vitcifar.train import (
-    TRAIN_PRESETS,
-    TrainConfig,
-    TrainingDiverged,
-    TrainingOutOfMemory,
-    config_for_preset,
-    train,
-)
+from vitcifar.train import train
 
 __all__ = [
     "PRESETS",
+    "PRESET_TABLE",
     "TRAIN_PRESETS",
     "AugmentConfig",
     "CheckpointError",
@@ -48,6 +52,7 @@ __all__ = [
     "load_splits",
     "load_test_set",
     "predict",
+    "preset_names",
     "train",
     "vit_from_preset",
 ]

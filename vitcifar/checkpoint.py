@@ -1,7 +1,11 @@
-"""Checkpoint files: atomic writes, safe validated reads, and a run folder's consistent file set.
+"""Checkpoint files: the resume state, atomic writes, safe validated reads, and a run folder's
+consistent file set.
 
-A checkpoint is a plain dict of tensors and Python primitives (see ``train._checkpoint``), read
-with ``torch.load(weights_only=True)``: arbitrary pickled objects are refused, never executed.
+The resume state is a ``TrainState``: everything ``train`` needs to continue a run exactly (the
+weights, optimizer, scheduler and scaler states, the RNG states, the history, the configs, the
+data fingerprint). At the point of writing it becomes a plain dict of tensors and Python
+primitives (``TrainState.to_dict``, like nanoGPT's checkpoint dict), read back with
+``torch.load(weights_only=True)``: arbitrary pickled objects are refused, never executed.
 
 A run folder holds one consistent set of files, written in this order after every epoch:
 
@@ -21,21 +25,32 @@ import json
 import logging
 import os
 import pickle
+import random
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
 
 import torch
 
+from vitcifar.config import TrainConfig, ViTConfig
+
 __all__ = [
     "CheckpointError",
     "RunFolder",
     "RunFolderError",
+    "TrainState",
     "atomic_save",
     "atomic_write",
+    "config_diff",
     "load_checkpoint",
+    "load_optimizer_state",
+    "load_state_into",
+    "rng_state",
+    "set_rng_state",
+    "stored_configs",
 ]
 
 log = logging.getLogger(__name__)
@@ -148,6 +163,125 @@ def load_state_into(
         raise CheckpointError(
             f"{path} holds weights of another model shape than its stored config: {' '.join(lines)[:400]}"
         ) from err
+
+
+# ----------------------------------------------------------------------------- the resume state
+
+
+def rng_state() -> dict[str, Any]:
+    """The torch (CPU and every CUDA device) and Python RNG states, as tensors and ints."""
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what ``rng_state`` returned (as many GPUs as both runs have)."""
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        for i, gpu_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(gpu_state, i)
+
+
+@dataclass
+class TrainState:
+    """Everything a resume needs: what last.pt and best.pt hold.
+
+    The ``*_config`` fields are ``asdict`` of the run's ViTConfig and TrainConfig, so the file
+    alone rebuilds its model; ``data`` is ``Splits.fingerprint()`` (the split a resume must see
+    again) and ``runtime`` the device and autocast dtype actually used. ``epoch`` counts the
+    epochs completed; ``best_val_acc``/``best_epoch`` are -1 before the first.
+    """
+
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    scaler: dict[str, Any]
+    model_config: dict[str, Any]
+    train_config: dict[str, Any]
+    classes: list[str]
+    data: dict[str, Any]
+    runtime: dict[str, Any]
+    ema: dict[str, torch.Tensor] | None = None
+    epoch: int = 0
+    best_val_acc: float = -1.0
+    best_epoch: int = -1
+    history: list[dict[str, Any]] = field(default_factory=list)
+    rng: dict[str, Any] = field(default_factory=rng_state)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain dict that is written (``torch.save``), tagged with the format."""
+        return {"format": FORMAT, **{f.name: getattr(self, f.name) for f in fields(self)}}
+
+    @classmethod
+    def from_dict(cls, ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> TrainState:
+        """A state from a loaded checkpoint dict (``load_checkpoint``). Files from before a key
+        existed load too: a missing ``ema``/``data``/``runtime``/``classes`` takes its empty value."""
+        known = {f.name for f in fields(cls)}
+        present = {k: v for k, v in ckpt.items() if k in known}
+        present.setdefault("classes", [])
+        present.setdefault("data", {})
+        present.setdefault("runtime", {})
+        missing = [f.name for f in fields(cls) if f.name not in present and f.name in _NEEDED]
+        if missing:
+            raise CheckpointError(
+                f"{path} is missing {missing}, so a run cannot continue from it; choose another --out"
+            )
+        return cls(**present)
+
+    @property
+    def best(self) -> tuple[float, int]:
+        return self.best_val_acc, self.best_epoch
+
+
+# Without these a checkpoint can be evaluated but not resumed.
+_NEEDED = ("model", "optimizer", "scheduler", "scaler", "model_config", "train_config", "rng")
+
+
+def stored_configs(state: dict[str, Any] | TrainState, path: Path) -> tuple[ViTConfig, TrainConfig]:
+    """The (ViTConfig, TrainConfig) a checkpoint was written with; ``CheckpointError`` naming the
+    file when this version cannot read them."""
+    if isinstance(state, TrainState):
+        state = {"model_config": state.model_config, "train_config": state.train_config}
+    try:
+        return ViTConfig.from_dict(state["model_config"]), TrainConfig.from_dict(
+            state["train_config"]
+        )
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(
+            f"{path} has settings this version cannot read ({err}); use the vitcifar version that "
+            "wrote it, or choose another --out"
+        ) from err
+
+
+def config_diff(a: dict[str, Any], b: dict[str, Any], skip: tuple[str, ...] = ()) -> list[str]:
+    """``"key: old -> new"`` for every key whose value differs between two config dicts."""
+    return [
+        f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
+        for k in sorted(set(a) | set(b))
+        if k not in skip and a.get(k) != b.get(k)
+    ]
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """``opt.load_state_dict(saved)`` with the state placed as *this* optimizer expects.
+
+    torch places ``state["step"]`` by the *saved* groups' ``fused``/``capturable`` flags
+    (pytorch#124133): a state saved by a non-fused CPU optimizer keeps its steps on the CPU, and the
+    first fused CUDA step fails. So the saved groups take this optimizer's flags before loading;
+    ``saved`` itself is not changed.
+    """
+    flags = ("fused", "capturable", "foreach", "differentiable")
+    groups = [
+        {**g, **{k: target[k] for k in flags if k in target}}
+        for g, target in zip(saved["param_groups"], opt.param_groups)
+    ]
+    opt.load_state_dict({"state": saved["state"], "param_groups": groups})
+
+
+# ----------------------------------------------------------------------------- the run folder
 
 
 class RunFolder:

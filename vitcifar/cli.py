@@ -9,8 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from vitcifar.checkpoint import CheckpointError
+from vitcifar.config import preset_names
 from vitcifar.data import DataError
-from vitcifar.model import PRESETS
 
 __all__ = ["main"]
 
@@ -45,6 +45,14 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+_PRESET_NOTES = {"deit-tiny": "the original notebook"}
+
+
+def _preset_help(name: str) -> str:
+    note = _PRESET_NOTES.get(name)
+    return f"{name} ({note})" if note else name
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="vitcifar", description="Train and evaluate a Vision Transformer on CIFAR-10/100."
@@ -58,8 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--preset",
         default="deit-tiny",
-        choices=sorted(PRESETS),
-        help="model + recipe: deit-tiny (the original notebook) or vit-fast (default: %(default)s)",
+        choices=preset_names(),  # the rows of vitcifar.config.PRESET_TABLE, read when the parser is built
+        help="model + recipe, a row of vitcifar.config.PRESET_TABLE: "
+        + ", ".join(_preset_help(name) for name in preset_names())
+        + " (default: %(default)s)",
     )
     t.add_argument("--data", required=True, help=data_help)
     t.add_argument(
@@ -222,11 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(args: argparse.Namespace) -> int:
     from vitcifar.checkpoint import RunFolder, load_checkpoint
+    from vitcifar.config import config_for_preset
     from vitcifar.data import load_splits
     from vitcifar.distributed import Distributed
     from vitcifar.evaluate import evaluate
     from vitcifar.model import ViTConfig
-    from vitcifar.train import config_for_preset, train
+    from vitcifar.train import train
 
     overrides = {
         k: v
@@ -353,7 +364,7 @@ _COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "expor
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vitcifar.train import TrainingDiverged, TrainingOutOfMemory, is_out_of_memory
+    from vitcifar.machine import TrainingDiverged, TrainingOutOfMemory, is_out_of_memory
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(

@@ -1,6 +1,7 @@
 """Data: CIFAR-10/100 or an ImageFolder tree -> uint8 tensors, splits, augmentation, loaders.
 
-Every source is decoded once into an ``ImageSet`` (uint8 images (N, C, H, W) + int64 labels):
+Every source is decoded once into an ``ImageSet`` (uint8 images (N, C, H, W) + int64 labels;
+an ImageFolder's files by ``vitcifar.images``' one image rule, which prediction uses too):
 CIFAR-10's training set is 150 MB, so it fits in RAM and, on a GPU, in device memory. Two
 training loaders sit on top of it:
 
@@ -26,8 +27,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms import v2
+
+from vitcifar.config import AugmentConfig
+from vitcifar.gpu_aug import BatchAugment
+from vitcifar.images import IMAGE_EXTENSIONS, DataError, ImageTooLarge, decode_image, to_rgb8
 
 __all__ = [
     "CIFAR10_MEAN",
@@ -38,13 +42,17 @@ __all__ = [
     "ImageSet",
     "SampleLoader",
     "Splits",
+    "decode_training_image",
     "list_image_folder",
     "load_splits",
     "load_test_set",
     "make_mixer",
     "normalize",
     "sample_transform",
+    "to_rgb8",
 ]
+# Re-exported for the old import paths: AugmentConfig lives in vitcifar.config; DataError,
+# IMAGE_EXTENSIONS and to_rgb8 in vitcifar.images (the one image rule).
 
 log = logging.getLogger(__name__)
 
@@ -54,37 +62,9 @@ CIFAR10_MEAN = (
     0.4465,
 )  # per-channel mean of the CIFAR-10 training set, [0, 1] scale
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 FOLDER_LAYOUT = (
     "expected DATA/train/<class>/*.jpg and DATA/test/<class>/*.jpg with the same class folders"
 )
-
-
-class DataError(ValueError):
-    """A data set that cannot be used as given; the message names the path and the fix."""
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Training augmentation; defaults are the original notebook's (DeiT's) recipe."""
-
-    crop_padding: int = 4  # RandomCrop(32, padding=4), zero fill
-    flip: bool = True  # RandomHorizontalFlip(p=0.5)
-    randaug_ops: int = 2  # RandAugment(num_ops=2, ...); 0 turns RandAugment off
-    randaug_magnitude: int = 9  # ... magnitude=9 of 31 bins
-    mixup_alpha: float = 0.8  # Mixup Beta(0.8, 0.8); 0 turns it off
-    cutmix_alpha: float = (
-        1.0  # CutMix Beta(1, 1); 0 turns it off. With both on, one is chosen per batch.
-    )
-
-    def __post_init__(self) -> None:
-        if self.crop_padding < 0 or self.randaug_ops < 0 or not 0 <= self.randaug_magnitude <= 30:
-            raise ValueError(
-                f"invalid augmentation {self}: crop_padding and randaug_ops must be >= 0, "
-                "randaug_magnitude in 0..30"
-            )
-        if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
-            raise ValueError("mixup_alpha and cutmix_alpha must be >= 0 (0 turns them off)")
 
 
 @dataclass
@@ -155,50 +135,19 @@ def _list_class_folders(split_dir: Path) -> dict[str, list[Path]]:
     return files
 
 
-def to_rgb8(im: Image.Image) -> Image.Image:
-    """Any PIL image -> upright 8-bit RGB; the one rule for training, evaluation and prediction.
-
-    - Turned upright by its EXIF orientation (phone photos).
-    - 16-bit and 32-bit integer greyscale ("I;16*", "I") is scaled from 0..65535, and float
-      greyscale ("F") from 0..1 (PIL's ``convert`` would clip them to 255, turning a 16-bit photo
-      almost white).
-    - Alpha is dropped; premultiplied "La" goes through "LA".
-    """
+def decode_training_image(path: Path, size: int) -> np.ndarray:
+    """One file of an ImageFolder tree -> (size, size, 3) uint8 by the package's one image rule
+    (``vitcifar.images.decode_image``, the same as evaluation and prediction); an unreadable file
+    is a ``DataError`` that names it and says to remove or replace it."""
     try:
-        im = ImageOps.exif_transpose(im)
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the image
-        log.debug("EXIF orientation unreadable; image used as stored")
-    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
-        a = np.asarray(im, dtype=np.float64)
-        if im.mode != "F":
-            a = a * (255.0 / 65535.0)
-        elif a.max(initial=0.0) <= 1.0:
-            a = a * 255.0
-        im = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
-    if im.mode == "La":  # premultiplied alpha, which PIL cannot convert to RGB directly
-        im = im.convert("LA")
-    return im.convert("RGB")
+        return decode_image(path, size, name=str(path))
+    except ImageTooLarge as err:
+        raise DataError(f"image {err}; remove or replace this file") from err
+    except DataError as err:
+        raise DataError(f"cannot read image {err}; remove or replace this file") from err
 
 
-def _decode(path: Path, size: int) -> np.ndarray:
-    try:
-        with Image.open(path) as im:
-            limit = Image.MAX_IMAGE_PIXELS  # None: the user turned PIL's check off
-            if limit is not None and im.width * im.height > limit:  # PIL only warns up to 2x
-                raise Image.DecompressionBombError(
-                    f"{im.width}x{im.height} pixels, over the limit of {limit}"
-                )
-            im = to_rgb8(im)
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.BICUBIC)
-            return np.asarray(im, dtype=np.uint8)
-    except Image.DecompressionBombError as err:
-        raise DataError(
-            f"image {path} is too large to decode safely (a decompression bomb: {err}); "
-            "remove or replace this file"
-        ) from err
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
-        raise DataError(f"cannot read image {path}: {err}; remove or replace this file") from err
+_decode = decode_training_image  # the old private name (README before 0.x, benchmarks)
 
 
 @dataclass
@@ -226,7 +175,7 @@ class FolderListing:
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
             arrays = list(
                 tqdm(
-                    pool.map(lambda p: _decode(p, image_size), paths, chunksize=256),
+                    pool.map(lambda p: decode_training_image(p, image_size), paths, chunksize=256),
                     total=len(paths),
                     desc=f"decode {split}",
                     disable=not progress,
@@ -555,20 +504,13 @@ class BatchLoader(_TrainLoader):
         threads: int = 2,
     ) -> None:
         super().__init__(data, batch_size=batch_size, aug=aug, seed=seed)
-        from vitcifar.gpu_aug import BatchAugment
-
         if repeats < 1:
             raise ValueError(f"repeats must be >= 1, got {repeats}")
         if threads < 0:
             raise ValueError(f"threads must be >= 0, got {threads}")
         self.repeats, self.threads = repeats, threads
         self.device = torch.device(device) if device is not None else data.images.device
-        self.augment = BatchAugment(
-            crop_padding=aug.crop_padding,
-            flip=aug.flip,
-            num_ops=aug.randaug_ops,
-            magnitude=aug.randaug_magnitude,
-        )
+        self.augment = BatchAugment.from_config(aug)
 
     def _order(self, generator: torch.Generator) -> torch.Tensor:
         n = len(self.data)

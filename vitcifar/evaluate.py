@@ -1,4 +1,6 @@
-"""Evaluate a checkpoint on a test set: accuracy, per-class report, confusion matrix, figures.
+"""Evaluate a model: ``evaluate_model`` (loss, accuracy, predictions; used by training on the
+validation set too) and ``evaluate`` of a checkpoint on a test set: accuracy, per-class report,
+confusion matrix, figures.
 
 report = evaluate("runs/x/best.pt", splits.test)   # saves PNGs + metrics.json beside it
 report.accuracy, report.figures["confusion"]
@@ -15,15 +17,25 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from matplotlib.figure import Figure
+from torch import nn
 
 from vitcifar.checkpoint import CheckpointError, load_checkpoint, load_state_into
-from vitcifar.data import ImageSet, normalize
-from vitcifar.model import ViT, ViTConfig, attention_map
+from vitcifar.config import TrainConfig, ViTConfig
+from vitcifar.data import ImageSet, eval_batches, normalize
+from vitcifar.machine import resolve_amp, resolve_device
+from vitcifar.model import ViT, attention_map
 from vitcifar.plots import plot_attention, plot_confusion, plot_curves, plot_misclassified
-from vitcifar.train import TrainConfig, evaluate_model, resolve_amp, resolve_device
 
-__all__ = ["EvalReport", "evaluate", "load_model", "model_and_classes", "run_history"]
+__all__ = [
+    "EvalReport",
+    "evaluate",
+    "evaluate_model",
+    "load_model",
+    "model_and_classes",
+    "run_history",
+]
 
 
 @dataclass
@@ -47,6 +59,37 @@ class EvalReport:
                 f"  {c:>12s}  precision {r['precision']:.3f}  recall {r['recall']:.3f}  f1 {r['f1-score']:.3f}"
             )
         return "\n".join(lines)
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module,
+    data,
+    *,
+    device: torch.device,
+    batch_size: int = 1024,
+    amp: torch.dtype | None = None,
+    tta_flip: bool = False,
+) -> tuple[float, float, torch.Tensor]:
+    """(mean loss, accuracy, predictions (N,) on CPU) of ``model`` on an ``ImageSet``."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    preds = []
+    for x, y in eval_batches(data, batch_size=batch_size, device=device):
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            logits = model(x)
+            if tta_flip:
+                logits = logits + model(x.flip(-1))
+        logits = logits.float() / (2 if tta_flip else 1)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        preds.append(logits.argmax(dim=-1))
+    model.train(was_training)
+    if not preds:
+        return float("nan"), float("nan"), torch.empty(0, dtype=torch.int64)
+    pred = torch.cat(preds).cpu()
+    n = len(pred)
+    return float(loss_sum) / n, float((pred == data.labels.cpu()).float().mean()), pred
 
 
 def load_model(

@@ -29,8 +29,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from vitcifar.config import check_choice
 from vitcifar.data import CIFAR10_MEAN, CIFAR10_STD
-from vitcifar.model import ViT, check_choice
+from vitcifar.model import ViT
 
 __all__ = ["EXPORT_FORMAT", "ExportFormat", "Preprocessed", "export_model", "read_metadata"]
 

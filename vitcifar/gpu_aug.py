@@ -38,58 +38,24 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as nnf
 from torchvision.transforms.v2 import functional as F
 
-__all__ = ["AugmentParams", "BatchAugment", "RANDAUG_OPS"]
+from vitcifar.config import AugmentConfig
 
-# The 14 ops of torchvision's v2.RandAugment, in the order of its _AUGMENTATION_SPACE; the op
-# index drawn per sample indexes this tuple.
-RANDAUG_OPS: tuple[str, ...] = (
-    "Identity",
-    "ShearX",
-    "ShearY",
-    "TranslateX",
-    "TranslateY",
-    "Rotate",
-    "Brightness",
-    "Color",
-    "Contrast",
-    "Sharpness",
-    "Posterize",
-    "Solarize",
-    "AutoContrast",
-    "Equalize",
-)
-# Ops whose magnitude gets a random sign (torchvision's `signed` flag).
-_SIGNED_OPS = frozenset(RANDAUG_OPS[1:10])
-_GEOMETRIC_OPS = frozenset(RANDAUG_OPS[1:6])
-
-
-def _magnitude_bins(op: str, *, num_bins: int, height: int, width: int) -> torch.Tensor | None:
-    """Magnitude of `op` per bin, a copy of torchvision's ``RandAugment._AUGMENTATION_SPACE``.
-
-    Returns a (num_bins,) tensor, or None for the ops without a magnitude.
-    """
-    if op in ("Identity", "AutoContrast", "Equalize"):
-        return None
-    if op in ("ShearX", "ShearY"):
-        return torch.linspace(0.0, 0.3, num_bins)
-    if op == "TranslateX":
-        return torch.linspace(0.0, 150.0 / 331.0 * width, num_bins)
-    if op == "TranslateY":
-        return torch.linspace(0.0, 150.0 / 331.0 * height, num_bins)
-    if op == "Rotate":
-        return torch.linspace(0.0, 30.0, num_bins)
-    if op in ("Brightness", "Color", "Contrast", "Sharpness"):
-        return torch.linspace(0.0, 0.9, num_bins)
-    if op == "Posterize":
-        return (8 - (torch.arange(num_bins) / ((num_bins - 1) / 4))).round().int()
-    if op == "Solarize":
-        return torch.linspace(1.0, 0.0, num_bins)
-    raise ValueError(f"unknown op {op!r}; expected one of {RANDAUG_OPS}")
+__all__ = [
+    "KERNEL_RUNS",
+    "OPS",
+    "RANDAUG_OPS",
+    "SIGNED_OPS",
+    "AugmentParams",
+    "BatchAugment",
+    "RandAugmentOp",
+    "magnitude_bins",
+]
 
 
 def _inverse_affine(
@@ -124,61 +90,80 @@ def _inverse_affine(
     return matrix
 
 
-_IDENTITY_AFFINE = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+# ----------------------------------------------------------------------------- per-op parameters
+# Each takes (magnitude, height, width) and returns the `_OpTable` fields the op sets; the others
+# stay neutral (`_NEUTRAL`). They repeat how torchvision's RandAugment computes its arguments.
 
 
-def _op_row(op: str, magnitude: float, *, height: int, width: int) -> tuple:
-    """Parameters of `op` at `magnitude` as torchvision's RandAugment computes them.
-
-    Returns (theta, factor, alpha, keep_bits, threshold): theta the 6 numbers of the inverse
-    affine matrix (identity for non-geometric ops), the others as in `_OpTable`; a parameter that
-    an op does not use is left neutral.
-    """
-    theta, factor, alpha, keep_bits, threshold = _IDENTITY_AFFINE, 1.0, 0.0, 255, 256.0
-    if op in ("ShearX", "ShearY"):
+def _shear(axis: int) -> Callable[[float, int, int], dict[str, Any]]:
+    def params(magnitude: float, height: int, width: int) -> dict[str, Any]:
         # torchvision: shear angle atan(magnitude) in degrees, about the top-left corner.
         degrees = math.degrees(math.atan(magnitude))
+        shear = (degrees, 0.0) if axis == 0 else (0.0, degrees)
         theta = _inverse_affine(
-            center=(-0.5 * width, -0.5 * height),
-            angle=0.0,
-            translate=(0.0, 0.0),
-            shear=(degrees, 0.0) if op == "ShearX" else (0.0, degrees),
+            center=(-0.5 * width, -0.5 * height), angle=0.0, translate=(0.0, 0.0), shear=shear
         )
-    elif op in ("TranslateX", "TranslateY"):
+        return {"theta": theta}
+
+    return params
+
+
+def _translate(axis: int) -> Callable[[float, int, int], dict[str, Any]]:
+    def params(magnitude: float, height: int, width: int) -> dict[str, Any]:
         shift = float(int(magnitude))  # torchvision truncates to whole pixels
-        theta = _inverse_affine(
-            center=(0.0, 0.0),
-            angle=0.0,
-            translate=(shift, 0.0) if op == "TranslateX" else (0.0, shift),
-            shear=(0.0, 0.0),
-        )
-    elif op == "Rotate":
-        # F.rotate: counter-clockwise degrees, about the centre; affine takes the negated angle.
-        theta = _inverse_affine(
-            center=(0.0, 0.0), angle=-(magnitude % 360), translate=(0.0, 0.0), shear=(0.0, 0.0)
-        )
-    elif op in ("Brightness", "Color", "Contrast", "Sharpness"):
+        translate = (shift, 0.0) if axis == 0 else (0.0, shift)
+        theta = _inverse_affine(center=(0.0, 0.0), angle=0.0, translate=translate, shear=(0.0, 0.0))
+        return {"theta": theta}
+
+    return params
+
+
+def _rotate_params(magnitude: float, height: int, width: int) -> dict[str, Any]:
+    # F.rotate: counter-clockwise degrees, about the centre; affine takes the negated angle.
+    theta = _inverse_affine(
+        center=(0.0, 0.0), angle=-(magnitude % 360), translate=(0.0, 0.0), shear=(0.0, 0.0)
+    )
+    return {"theta": theta}
+
+
+def _enhance(op: str) -> Callable[[float, int, int], dict[str, Any]]:
+    def params(magnitude: float, height: int, width: int) -> dict[str, Any]:
         factor = 1.0 + magnitude
         if factor < 0:
             raise ValueError(
                 f"{op} magnitude {magnitude} gives the enhance factor 1 + magnitude = {factor}, "
                 f"which must be >= 0; use a magnitude >= -1"
             )
-        alpha = 1.0 - factor  # torchvision's blend weight of the degenerate image
-    elif op == "Posterize":
-        bits = int(magnitude)
-        if not 0 <= bits <= 8:
-            raise ValueError(f"Posterize keeps int(magnitude) bits, in [0, 8]; got {magnitude}")
-        keep_bits = 255 if bits == 8 else ((1 << bits) - 1) << (8 - bits)
-    elif op == "Solarize":
-        threshold = 255.0 * magnitude
-        if threshold > 255.0:
-            raise ValueError(
-                f"Solarize inverts pixels >= 255 * magnitude, magnitude must be <= 1; got {magnitude}"
-            )
-    elif op not in RANDAUG_OPS:
-        raise ValueError(f"unknown op {op!r}; expected one of {RANDAUG_OPS}")
-    return theta, factor, alpha, keep_bits, threshold
+        return {"factor": factor, "alpha": 1.0 - factor}  # alpha: the degenerate image's weight
+
+    return params
+
+
+def _posterize_params(magnitude: float, height: int, width: int) -> dict[str, Any]:
+    bits = int(magnitude)
+    if not 0 <= bits <= 8:
+        raise ValueError(f"Posterize keeps int(magnitude) bits, in [0, 8]; got {magnitude}")
+    return {"keep_bits": 255 if bits == 8 else ((1 << bits) - 1) << (8 - bits)}
+
+
+def _solarize_params(magnitude: float, height: int, width: int) -> dict[str, Any]:
+    threshold = 255.0 * magnitude
+    if threshold > 255.0:
+        raise ValueError(
+            f"Solarize inverts pixels >= 255 * magnitude, magnitude must be <= 1; got {magnitude}"
+        )
+    return {"threshold": threshold}
+
+
+_IDENTITY_AFFINE = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+# The value of each `_OpTable` field for an op that does not use it.
+_NEUTRAL: dict[str, Any] = {
+    "theta": _IDENTITY_AFFINE,
+    "factor": 1.0,
+    "alpha": 0.0,
+    "keep_bits": 255,
+    "threshold": 256.0,
+}
 
 
 @dataclass(frozen=True)
@@ -212,7 +197,10 @@ class _OpTable:
     ) -> _OpTable:
         """Table of `rows` [(op, magnitude), ...] for (height, width) images on `device`."""
         params = [_op_row(op, magnitude, height=height, width=width) for op, magnitude in rows]
-        theta, factor, alpha, keep_bits, threshold = zip(*params, strict=True)
+        theta, factor, alpha, keep_bits, threshold = (
+            [p[name] for p in params]
+            for name in ("theta", "factor", "alpha", "keep_bits", "threshold")
+        )
         # alpha is rounded to float32 first, as torchvision's kernels do with a Python scalar.
         alpha32 = torch.tensor(alpha, dtype=torch.float32)
         theta = torch.tensor(theta, dtype=torch.float32).view(-1, 2, 3).to(device)
@@ -358,19 +346,125 @@ def _equalize(x: torch.Tensor, p: _OpTable, fill: int) -> torch.Tensor:
     return F.equalize(x)
 
 
+# ----------------------------------------------------------------------------- the op table
+
 _Kernel = Callable[[torch.Tensor, _OpTable, int], torch.Tensor]
-# (first, last) op index of each kernel, inclusive; Identity (0) has none.
-_KERNELS: tuple[tuple[int, int, _Kernel], ...] = (
-    (1, 5, _geometric),
-    (6, 6, _brightness),
-    (7, 7, _color),
-    (8, 8, _contrast),
-    (9, 9, _sharpness),
-    (10, 10, _posterize),
-    (11, 11, _solarize),
-    (12, 12, _autocontrast),
-    (13, 13, _equalize),
+_Bins = Callable[[int, int, int], torch.Tensor]  # (num_bins, height, width) -> (num_bins,)
+
+
+def _linspace(start: float, end: float) -> _Bins:
+    return lambda num_bins, height, width: torch.linspace(start, end, num_bins)
+
+
+@dataclass(frozen=True)
+class RandAugmentOp:
+    """One op of RandAugment: everything about it in one place.
+
+    name: torchvision's name (``v2.RandAugment._AUGMENTATION_SPACE``).
+    signed: the magnitude gets a random sign (torchvision's ``signed`` flag).
+    geometric: moves pixels (reads them through a source map; ``fill`` comes in from outside).
+    bins: the magnitude of each bin, ``bins(num_bins, height, width)``, a copy of torchvision's
+        space; None for the ops without a magnitude.
+    params: the op's ``_OpTable`` fields at a magnitude, ``params(magnitude, height, width)``.
+    kernel: the batched op, ``kernel(images, per-sample params, fill)``; None for Identity.
+    """
+
+    name: str
+    signed: bool = False
+    geometric: bool = False
+    bins: _Bins | None = None
+    params: Callable[[float, int, int], dict[str, Any]] | None = None
+    kernel: _Kernel | None = None
+
+
+# The 14 ops of torchvision's v2.RandAugment, in the order of its _AUGMENTATION_SPACE; the op
+# index drawn per sample indexes this tuple. A new op is one row (the tests compare every row
+# with torchvision).
+OPS: tuple[RandAugmentOp, ...] = (
+    RandAugmentOp("Identity"),
+    RandAugmentOp("ShearX", True, True, _linspace(0.0, 0.3), _shear(0), _geometric),
+    RandAugmentOp("ShearY", True, True, _linspace(0.0, 0.3), _shear(1), _geometric),
+    RandAugmentOp(
+        "TranslateX",
+        True,
+        True,
+        lambda n, height, width: torch.linspace(0.0, 150.0 / 331.0 * width, n),
+        _translate(0),
+        _geometric,
+    ),
+    RandAugmentOp(
+        "TranslateY",
+        True,
+        True,
+        lambda n, height, width: torch.linspace(0.0, 150.0 / 331.0 * height, n),
+        _translate(1),
+        _geometric,
+    ),
+    RandAugmentOp("Rotate", True, True, _linspace(0.0, 30.0), _rotate_params, _geometric),
+    RandAugmentOp(
+        "Brightness", True, False, _linspace(0.0, 0.9), _enhance("Brightness"), _brightness
+    ),
+    RandAugmentOp("Color", True, False, _linspace(0.0, 0.9), _enhance("Color"), _color),
+    RandAugmentOp("Contrast", True, False, _linspace(0.0, 0.9), _enhance("Contrast"), _contrast),
+    RandAugmentOp("Sharpness", True, False, _linspace(0.0, 0.9), _enhance("Sharpness"), _sharpness),
+    RandAugmentOp(
+        "Posterize",
+        bins=lambda n, height, width: (8 - (torch.arange(n) / ((n - 1) / 4))).round().int(),
+        params=_posterize_params,
+        kernel=_posterize,
+    ),
+    RandAugmentOp("Solarize", bins=_linspace(1.0, 0.0), params=_solarize_params, kernel=_solarize),
+    RandAugmentOp("AutoContrast", kernel=_autocontrast),
+    RandAugmentOp("Equalize", kernel=_equalize),
 )
+_BY_NAME = {op.name: op for op in OPS}
+RANDAUG_OPS: tuple[str, ...] = tuple(op.name for op in OPS)
+SIGNED_OPS = frozenset(op.name for op in OPS if op.signed)
+GEOMETRIC_OPS = frozenset(op.name for op in OPS if op.geometric)
+_SIGNED_OPS, _GEOMETRIC_OPS = SIGNED_OPS, GEOMETRIC_OPS  # the old private names
+
+
+def _runs_of_kernels() -> tuple[tuple[int, int, _Kernel], ...]:
+    """(first, last, kernel): each run of consecutive ops with the same kernel, inclusive (the
+    five geometric ops share one gather). Derived from ``OPS``; Identity has no kernel."""
+    runs: list[list] = []
+    for index, op in enumerate(OPS):
+        if op.kernel is None:
+            continue
+        if runs and runs[-1][2] is op.kernel and runs[-1][1] == index - 1:
+            runs[-1][1] = index
+        else:
+            runs.append([index, index, op.kernel])
+    return tuple((first, last, kernel) for first, last, kernel in runs)
+
+
+KERNEL_RUNS = _runs_of_kernels()
+
+
+def _op(name: str) -> RandAugmentOp:
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"unknown op {name!r}; expected one of {RANDAUG_OPS}") from None
+
+
+def magnitude_bins(op: str, *, num_bins: int, height: int, width: int) -> torch.Tensor | None:
+    """Magnitude of ``op`` per bin, a copy of torchvision's ``RandAugment._AUGMENTATION_SPACE``.
+
+    Returns a (num_bins,) tensor, or None for the ops without a magnitude.
+    """
+    bins = _op(op).bins
+    return None if bins is None else bins(num_bins, height, width)
+
+
+_magnitude_bins = magnitude_bins  # the old private name
+
+
+def _op_row(op: str, magnitude: float, *, height: int, width: int) -> dict[str, Any]:
+    """Every ``_OpTable`` field of ``op`` at ``magnitude`` (theta: the 6 numbers of the inverse
+    affine matrix), neutral where the op does not use it."""
+    params = _op(op).params
+    return {**_NEUTRAL, **(params(magnitude, height, width) if params is not None else {})}
 
 
 @dataclass(frozen=True)
@@ -381,7 +475,7 @@ class AugmentParams:
         zero-padded image (pixels).
     flip: (B,) bool, mirror left-right (after the crop).
     ops: (B, num_ops) int64, indices into RANDAUG_OPS, applied in column order.
-    negate: (B, num_ops) bool, use -magnitude; only read for the signed ops (RANDAUG_OPS[1:10]).
+    negate: (B, num_ops) bool, use -magnitude; only read for the signed ops (``SIGNED_OPS``).
     """
 
     crop_top: torch.Tensor
@@ -445,6 +539,18 @@ class BatchAugment:
         self.num_magnitude_bins = num_magnitude_bins
         self.fill = fill
         self._tables: dict[tuple[int, int, str], _OpTable] = {}
+
+    @classmethod
+    def from_config(cls, aug: AugmentConfig, **overrides: Any) -> BatchAugment:
+        """The batched half of ``aug`` (crop, flip, RandAugment; Mixup/CutMix run after it, in
+        ``data``). The one place where AugmentConfig's fields meet this class's arguments."""
+        return cls(
+            crop_padding=aug.crop_padding,
+            flip=aug.flip,
+            num_ops=aug.randaug_ops,
+            magnitude=aug.randaug_magnitude,
+            **overrides,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -528,17 +634,14 @@ class BatchAugment:
             (B, C, H, W) uint8, a new tensor on the same device.
         """
         _check_images(images)
-        if op not in RANDAUG_OPS:
-            raise ValueError(f"unknown op {op!r}; expected one of {RANDAUG_OPS}")
-        index = RANDAUG_OPS.index(op)
-        if index == 0:
+        kernel = _op(op).kernel
+        if kernel is None:  # Identity
             return images.clone()
         height, width = images.shape[-2:]
         table = _OpTable.build(
             [(op, float(magnitude))], height=height, width=width, device=images.device
         )
         rows = torch.zeros(images.shape[0], dtype=torch.long, device=images.device)
-        kernel = next(k for first, last, k in _KERNELS if first <= index <= last)
         return kernel(images, table.take(rows), self.fill)
 
     # ----------------------------------------------------------------------------------------
@@ -555,11 +658,11 @@ class BatchAugment:
         if cached is not None:
             return cached
         rows = []
-        for op in RANDAUG_OPS:
-            bins = _magnitude_bins(op, num_bins=self.num_magnitude_bins, height=height, width=width)
+        for op in OPS:
+            bins = None if op.bins is None else op.bins(self.num_magnitude_bins, height, width)
             magnitude = 0.0 if bins is None else float(bins[self.magnitude])
-            rows.append((op, magnitude))
-            rows.append((op, -magnitude if op in _SIGNED_OPS else magnitude))
+            rows.append((op.name, magnitude))
+            rows.append((op.name, -magnitude if op.signed else magnitude))
         table = _OpTable.build(rows, height=height, width=width, device=device)
         self._tables[key] = table
         return table
@@ -630,7 +733,7 @@ class BatchAugment:
             starts = [0, *ends[:-1]]
             grouped = images.index_select(0, order)
             grouped_rows = rows.index_select(0, order)
-            for first, last, kernel in _KERNELS:
+            for first, last, kernel in KERNEL_RUNS:
                 start, end = starts[first], ends[last]  # a kernel's ops are consecutive
                 if start == end:
                     continue
@@ -639,7 +742,7 @@ class BatchAugment:
             return grouped.index_select(0, torch.argsort(order))
         if strategy == "mask":
             params = table.take(rows)
-            for first, last, kernel in _KERNELS:
+            for first, last, kernel in KERNEL_RUNS:
                 chosen = ((ops >= first) & (ops <= last)).view(-1, 1, 1, 1)
                 images = torch.where(chosen, kernel(images, params, self.fill), images)
             return images

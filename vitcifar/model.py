@@ -9,108 +9,20 @@ D = embedding width, h = heads.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Literal, get_args
+from dataclasses import replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitcifar.config import MODEL_PRESETS, ViTConfig, check_choice
+
 __all__ = ["PRESETS", "ViT", "ViTConfig", "attention_map", "vit_from_preset"]
 
-Pool = Literal["cls", "mean"]
-PosEmbed = Literal["learned", "sincos2d"]
-
-
-def check_choice(name: str, value: Any, allowed: Any) -> None:
-    """Raise a ValueError naming ``name`` and the allowed values if ``value`` is not one of them."""
-    options = get_args(allowed) or tuple(allowed)
-    if value not in options:
-        raise ValueError(
-            f"{name}={value!r} is not supported; choose one of {', '.join(map(repr, options))}"
-        )
-
-
-@dataclass(frozen=True)
-class ViTConfig:
-    """Everything that defines the network; saved in every checkpoint (``asdict``)."""
-
-    image_size: int = 32  # pixels, square input
-    patch_size: int = 4  # pixels; 32 / 4 -> 8 x 8 = 64 patches
-    in_channels: int = 3
-    num_classes: int = 10
-    dim: int = 192  # token width D
-    depth: int = 12  # encoder blocks
-    heads: int = 3  # attention heads; head width = dim / heads
-    mlp_ratio: float = 4.0  # MLP hidden width = mlp_ratio * dim
-    dropout: float = 0.1  # dropout inside the MLP and on the attention output projection
-    emb_dropout: float = 0.1  # dropout on the token sequence after adding positions
-    attn_dropout: float = 0.0  # dropout on attention probabilities
-    drop_path: float = 0.0  # stochastic depth rate of the last block (linear from 0)
-    pool: Pool = "cls"  # "cls": read the [CLS] token; "mean": average the patch tokens (no [CLS])
-    pos_embed: PosEmbed = "learned"  # "learned" or fixed 2-D sin-cos
-
-    def __post_init__(self) -> None:
-        check_choice("pool", self.pool, Pool)
-        check_choice("pos_embed", self.pos_embed, PosEmbed)
-        for name in (
-            "image_size",
-            "patch_size",
-            "in_channels",
-            "num_classes",
-            "dim",
-            "depth",
-            "heads",
-        ):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.image_size % self.patch_size:
-            raise ValueError(
-                f"patch_size={self.patch_size} does not divide image_size={self.image_size}; "
-                "pick a patch size that divides the image (e.g. 2, 4 or 8 for 32x32)"
-            )
-        if self.dim % self.heads:
-            raise ValueError(
-                f"dim={self.dim} is not divisible by heads={self.heads}; pick dim = heads * head_width"
-            )
-        if self.pos_embed == "sincos2d" and self.dim % 4:
-            raise ValueError(f"pos_embed='sincos2d' needs dim divisible by 4, got dim={self.dim}")
-        if self.mlp_ratio <= 0:
-            raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
-        for name in ("dropout", "emb_dropout", "attn_dropout", "drop_path"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
-
-    @property
-    def num_patches(self) -> int:
-        return (self.image_size // self.patch_size) ** 2
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ViTConfig:
-        """Rebuild from ``asdict(config)``; unknown keys are an error (a checkpoint of another format)."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown ViTConfig fields {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-PRESETS: dict[str, ViTConfig] = {
-    # The original notebook's DeiT-Tiny: 5,362,762 trainable parameters for 10 classes.
-    "deit-tiny": ViTConfig(),
-    # Same width and depth, with the choices that help a plain ViT on small data (see TrainConfig
-    # presets for the recipe half):
-    # - mean pooling instead of [CLS]: Beyer et al. 2022, "Better plain ViT baselines for ImageNet-1k".
-    # - fixed 2-D sin-cos positions: same paper (and MAE, He et al. 2021).
-    # - stochastic depth 0.1: Huang et al. 2016; DeiT (Touvron et al. 2021) uses 0.1 for Tiny.
-    # - no dropout in MLP/embedding: DeiT found dropout hurts once stochastic depth and Mixup are used.
-    "vit-fast": ViTConfig(
-        dropout=0.0, emb_dropout=0.0, drop_path=0.1, pool="mean", pos_embed="sincos2d"
-    ),
-}
+# Re-exported for the old import paths (``from vitcifar.model import PRESETS, ViTConfig``): the
+# config and the preset table live in vitcifar.config; PRESETS is the model half of that table.
+PRESETS = MODEL_PRESETS
 
 
 def vit_from_preset(name: str, **overrides: Any) -> ViT:

@@ -4,18 +4,15 @@ preds = predict("runs/vit-fast/best.pt", ["cat.jpg", "photos/"], top_k=3)
 print(preds.table()); preds.labels, preds.probabilities   # (N,) class names, (N, K) float32
 preds.save("preds.csv")                                    # or .json
 
-Every image goes through the same steps as the training data (``data._decode``): converted to
-RGB with PIL, resized to the model's ``image_size`` with PIL's bicubic filter (only when its size
-differs), then ``normalize`` with the CIFAR-10 mean/std. Where PIL's plain ``convert("RGB")``
-would be wrong, the pixels are fixed first: 16-bit and 32-bit images are rescaled to 8 bits
-(PIL would clip them to 255), and photos are turned upright by their EXIF orientation. Alpha is
-dropped, as in training.
+Every image goes through the package's one image rule (``vitcifar.images.decode_image``, which
+training's ImageFolder loading and evaluation use too): upright by its EXIF orientation, 8-bit RGB
+(16-bit scaled, floats on [0, 1], alpha dropped), resized to the model's ``image_size`` with PIL's
+bicubic filter (only when its size differs), then ``normalize`` with the CIFAR-10 mean/std.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
 import os
@@ -26,102 +23,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from vitcifar.data import IMAGE_EXTENSIONS, DataError, normalize, to_rgb8
+from vitcifar.data import normalize
+from vitcifar.evaluate import model_and_classes
+from vitcifar.images import IMAGE_EXTENSIONS, DataError, ImageInput, decode_image, describe
+from vitcifar.machine import resolve_device
 from vitcifar.model import ViT
 
 __all__ = ["ImageInput", "Predictions", "find_images", "predict", "prepare_image"]
 
 log = logging.getLogger(__name__)
 
-ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray | torch.Tensor
 
 # ----------------------------------------------------------------------------- reading images
-
-
-def _describe(source: object, index: int) -> str:
-    """A short name for an image in tables and messages: its path, or ``<kind index>``."""
-    if isinstance(source, (str, os.PathLike)):
-        return str(source)
-    name = getattr(source, "filename", "")  # a PIL image opened from a file
-    return name or f"<{type(source).__name__} {index}>"
-
-
-def _scale_to_uint8(a: np.ndarray, name: str) -> np.ndarray:
-    """Pixel values -> uint8. uint16 is scaled 65535 -> 255; floats must be on [0, 1]; other
-    integers and bools must lie in [0, 255]."""
-    if a.dtype == np.uint8:
-        return a
-    if a.dtype == bool:
-        return a.astype(np.uint8) * 255
-    if a.dtype == np.uint16:
-        return np.round(a.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
-    if np.issubdtype(a.dtype, np.floating):
-        if not np.isfinite(a).all():
-            raise DataError(f"{name}: the image holds NaN or infinite values")
-        if a.size and (a.min() < 0.0 or a.max() > 1.0):
-            raise DataError(
-                f"{name}: float pixel values must be on the [0, 1] scale, got "
-                f"[{a.min():g}, {a.max():g}]; divide by 255, or pass uint8 for 0-255 images"
-            )
-        return np.round(np.clip(a, 0.0, 1.0) * 255.0).astype(np.uint8)
-    if np.issubdtype(a.dtype, np.integer):
-        lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
-        if lo >= 0 and hi <= 255:
-            return a.astype(np.uint8)
-        raise DataError(
-            f"{name}: {a.dtype} pixel values must lie in [0, 255], got [{lo}, {hi}]; "
-            "pass uint8, or uint16 for 16-bit images"
-        )
-    raise DataError(f"{name}: pixel type {a.dtype} is not supported; use uint8, uint16 or float")
-
-
-def _array_to_pil(a: np.ndarray, name: str) -> Image.Image:
-    """(H, W), (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA pixels -> a PIL image."""
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[:, :, 0]
-    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)) or 0 in a.shape:
-        raise DataError(
-            f"{name}: an image must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) as a numpy array, "
-            f"or (C, H, W) with C in 1, 3, 4 as a torch tensor; got shape {tuple(a.shape)}"
-        )
-    a = np.ascontiguousarray(_scale_to_uint8(a, name))
-    return Image.fromarray(a, mode={2: "L", 3: "RGB", 4: "RGBA"}[a.shape[2] if a.ndim == 3 else 2])
-
-
-def _open(source: str | os.PathLike | bytes, name: str) -> Image.Image:
-    """Open and fully decode an image file (or its bytes); errors name the image."""
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise DataError(f"{name}: no such file")
-        if path.is_dir():
-            raise DataError(f"{name}: is a folder; pass the folder to find_images() or predict()")
-        try:
-            source = path.read_bytes()  # no open file handle is left behind (GIF, TIFF)
-        except OSError as err:
-            raise DataError(f"{name}: cannot be read ({err.strerror or err})") from err
-    if not source:
-        raise DataError(f"{name}: the image is empty (0 bytes)")
-    try:
-        im = Image.open(io.BytesIO(source))
-        im.load()
-        return im
-    except UnidentifiedImageError as err:
-        raise DataError(f"{name}: not an image that PIL can read (use JPEG, PNG, ...)") from err
-    except Image.DecompressionBombError as err:
-        raise DataError(f"{name}: too many pixels to decode safely ({err})") from err
-    except (OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"{name}: corrupt or truncated image ({err})") from err
-
-
-def _to_rgb(im: Image.Image, name: str) -> Image.Image:
-    """Any PIL mode -> RGB by the training data's rule (``data.to_rgb8``); errors name the image."""
-    try:
-        return to_rgb8(im)
-    except ValueError as err:
-        raise DataError(f"{name}: image mode {im.mode!r} cannot be converted to RGB") from err
 
 
 def prepare_image(image: ImageInput, *, image_size: int, name: str | None = None) -> torch.Tensor:
@@ -131,37 +46,11 @@ def prepare_image(image: ImageInput, *, image_size: int, name: str | None = None
         a numpy array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), as ``np.asarray(pil_image)``
         gives; or a torch tensor (C, H, W) with C in 1, 3, 4, as torchvision gives. Arrays and
         tensors: uint8 (0-255), uint16 (0-65535), float on [0, 1], or other integers in [0, 255].
+        The rule is ``vitcifar.images``' (training's too).
     Raises ``DataError`` with a one-line message naming the image.
     """
-    name = name or _describe(image, 0)
-    if isinstance(image, (str, os.PathLike, bytes, bytearray)):
-        im = _open(bytes(image) if isinstance(image, bytearray) else image, name)
-    elif isinstance(image, Image.Image):
-        im = image
-    elif isinstance(image, torch.Tensor):
-        t = image.detach().cpu()
-        if t.ndim == 3 and t.shape[0] in (1, 3, 4):
-            t = t.permute(1, 2, 0)  # (C, H, W) -> (H, W, C)
-        elif t.ndim != 2:
-            raise DataError(
-                f"{name}: a torch image must be (C, H, W) with C in 1, 3, 4, or (H, W); "
-                f"got shape {tuple(t.shape)}"
-            )
-        im = _array_to_pil(t.numpy(), name)
-    elif isinstance(image, np.ndarray):
-        im = _array_to_pil(image, name)
-    else:
-        raise DataError(
-            f"{name}: expected a path, bytes, a PIL image, a numpy array or a torch tensor, "
-            f"got {type(image).__name__}"
-        )
-    try:
-        im = _to_rgb(im, name)
-        if im.size != (image_size, image_size):  # as data._decode: bicubic, only when needed
-            im = im.resize((image_size, image_size), Image.BICUBIC)
-    except (OSError, SyntaxError) as err:  # a PIL image opened lazily from a damaged file
-        raise DataError(f"{name}: corrupt or truncated image ({err})") from err
-    return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
+    pixels = decode_image(image, image_size, name=name or describe(image, 0))
+    return torch.from_numpy(pixels.copy()).permute(2, 0, 1)
 
 
 def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -202,12 +91,12 @@ def _expand(images: Any) -> list[tuple[str, Any]]:
             return [(f"<ndarray {i}>", a) for i, a in enumerate(images)]
         return [(f"<Tensor {i}>", t) for i, t in enumerate(images)]
     if isinstance(images, (bytes, bytearray, Image.Image, np.ndarray, torch.Tensor)):
-        return [(_describe(images, 0), images)]
+        return [(describe(images, 0), images)]
     out: list[tuple[str, Any]] = []
     seen: set[Path] = set()  # a file named and also inside a named folder is predicted once
     for i, item in enumerate(images):
         if not isinstance(item, (str, os.PathLike)):
-            out.append((_describe(item, i), item))
+            out.append((describe(item, i), item))
             continue
         paths = find_images([item]) if Path(item).is_dir() else [Path(item)]
         for p in paths:
@@ -367,9 +256,6 @@ def predict(
     skip_errors: record unreadable images in ``Predictions.skipped`` instead of raising.
     Raises ``DataError`` (one line, naming the image) for an unreadable image or a missing path.
     """
-    from vitcifar.evaluate import model_and_classes
-    from vitcifar.train import resolve_device
-
     if int(top_k) < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     if int(batch_size) < 1:

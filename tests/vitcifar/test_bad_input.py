@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from vitcifar.cli import main
-from vitcifar.data import DataError, _decode, load_splits, to_rgb8
+from vitcifar.data import DataError, decode_training_image, load_splits, to_rgb8
 from vitcifar.plots import plot_attention, plot_confusion, plot_curves
 
 pytestmark = pytest.mark.slow
@@ -60,7 +60,7 @@ def test_decompression_bomb_among_training_images(
     Image.new("RGB", (400, 300)).save(data / "train" / "red" / "huge.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)  # 400 x 300 is over it
     with pytest.raises(DataError, match=r"huge.png is too large to decode safely"):
-        _decode(data / "train" / "red" / "huge.png", 32)
+        decode_training_image(data / "train" / "red" / "huge.png", 32)
     args = tiny_train_args(data, tmp_path / "run")
     del args[args.index("--subset") : args.index("--subset") + 2]  # decode every image
     err = one_error_line(capsys, main(args))

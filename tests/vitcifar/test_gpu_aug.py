@@ -17,7 +17,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from vitcifar.gpu_aug import _SIGNED_OPS, RANDAUG_OPS, AugmentParams, BatchAugment, _magnitude_bins
+from vitcifar.gpu_aug import RANDAUG_OPS, SIGNED_OPS, AugmentParams, BatchAugment, magnitude_bins
 
 SPACE = v2.RandAugment._AUGMENTATION_SPACE
 GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
@@ -121,10 +121,10 @@ def _per_sample_reference(
 @pytest.mark.parametrize(("height", "width"), [(32, 32), (24, 40)])
 def test_op_names_signs_and_magnitudes_mirror_torchvision(height: int, width: int) -> None:
     assert RANDAUG_OPS == tuple(SPACE)
-    assert _SIGNED_OPS == {op for op, (_, signed) in SPACE.items() if signed}
+    assert SIGNED_OPS == {op for op, (_, signed) in SPACE.items() if signed}
     for op, (magnitudes_fn, _) in SPACE.items():
         expected = magnitudes_fn(31, height, width)
-        ours = _magnitude_bins(op, num_bins=31, height=height, width=width)
+        ours = magnitude_bins(op, num_bins=31, height=height, width=width)
         if expected is None:
             assert ours is None, op
         else:

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from vitcifar.cli import main
-from vitcifar.data import DataError, _decode, load_splits, normalize
+from vitcifar.data import DataError, decode_training_image, load_splits, normalize
 from vitcifar.model import ViT
 from vitcifar.predict import Predictions, find_images, predict, prepare_image
 from vitcifar.train import TrainConfig, train
@@ -53,7 +53,7 @@ def colour_photo(rgb, size=(57, 43)) -> Image.Image:
 def test_files_are_prepared_exactly_as_the_training_data(tmp_path, suffix, size):
     path = tmp_path / f"x{suffix}"
     colour_photo((200, 90, 30), size).save(path)
-    expected = torch.from_numpy(_decode(path, S).copy()).permute(2, 0, 1)
+    expected = torch.from_numpy(decode_training_image(path, S).copy()).permute(2, 0, 1)
     got = prepare_image(path, image_size=S)
     assert got.dtype == torch.uint8 and got.shape == (3, S, S)
     assert torch.equal(got, expected)

@@ -13,13 +13,13 @@ from vitcifar.data import BatchLoader, SampleLoader, load_splits, normalize
 from vitcifar.model import ViT, ViTConfig
 from vitcifar.train import (
     TRAIN_PRESETS,
+    Stepper,
     TrainConfig,
     TrainingOutOfMemory,
-    _make_loader,
-    _Stepper,
     divergence_advice,
     is_out_of_memory,
     load_optimizer_state,
+    make_loader,
     param_groups,
     train,
 )
@@ -48,7 +48,7 @@ def stepper(model, cfg=None, compile_fn=None):
     opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-3)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    return _Stepper(
+    return Stepper(
         model, opt, sched, scaler, cfg, amp=None, device=torch.device("cpu"), compile_fn=compile_fn
     )
 
@@ -167,9 +167,9 @@ def test_loader_choice(image_folder):
     splits = load_splits(str(image_folder), val_size=16, subset=64, progress=False)
     cpu = torch.device("cpu")
     base = TrainConfig(batch_size=16, device="cpu", num_workers=0)
-    assert isinstance(_make_loader(splits, base, cpu), SampleLoader)  # auto on the CPU
-    assert isinstance(_make_loader(splits, replace(base, loader="batch"), cpu), BatchLoader)
-    assert isinstance(_make_loader(splits, replace(base, loader="sample"), cpu), SampleLoader)
+    assert isinstance(make_loader(splits, base, cpu), SampleLoader)  # auto on the CPU
+    assert isinstance(make_loader(splits, replace(base, loader="batch"), cpu), BatchLoader)
+    assert isinstance(make_loader(splits, replace(base, loader="sample"), cpu), SampleLoader)
     with pytest.raises(
         ValueError, match="loader=.gpu. is not supported; choose one of .auto., .sample., .batch."
     ):
@@ -263,8 +263,8 @@ def test_gpu_training_steps_make_no_host_sync(image_folder):
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     scaler = torch.amp.GradScaler("cuda", enabled=False)
     amp = torch.bfloat16 if cfg.amp == "bf16" else None
-    step = _Stepper(model, opt, sched, scaler, cfg, amp=amp, device=cuda, ema=ema)
-    loader = _make_loader(splits, cfg, cuda)
+    step = Stepper(model, opt, sched, scaler, cfg, amp=amp, device=cuda, ema=ema)
+    loader = make_loader(splits, cfg, cuda)
     loader.set_epoch(0)
     batches = iter(loader)
     x, y = next(batches)  # warm-up: first use of each kernel and constant
@@ -295,7 +295,7 @@ def test_t4_path_fp16_grad_scaler_unscales_clips_and_skips_a_step_on_inf_grads()
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     # train()'s scaler, but a scale that no first step can overflow (2**16 may, and would skip)
     scaler = torch.amp.GradScaler("cuda", init_scale=2.0**8)
-    step = _Stepper(model, opt, sched, scaler, cfg, amp=torch.float16, device=cuda)
+    step = Stepper(model, opt, sched, scaler, cfg, amp=torch.float16, device=cuda)
     x, y = (t.to(cuda) for t in batch())
     before = [p.detach().clone() for p in model.parameters()]
     _, loss = step(x, y)
