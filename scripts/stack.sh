@@ -7,7 +7,8 @@
 # colab: Python 3.13 as on Colab (pyenv's, when this machine has it), every version pinned by
 #   constraints/colab.txt; then what q2's set-up cell adds on Colab (SAM 2 with hydra-core and
 #   iopath, ipyevents, av) and this project with --no-deps, as the notebooks install it; then
-#   the test tools Colab lacks (voila, selenium) and the export extra (onnx), same constraints.
+#   the test tools Colab lacks (selenium; notebook and widgetsnbextension, at Colab's pins, serve
+#   the browser test's page) and the export extra (onnx), same constraints.
 # gpu-machine: Python 3.12 as there; torch, torchvision, transformers, timm, pytest and the
 #   machine's other packages, and nothing it lacks (no sam2, hydra, omegaconf, iopath, nbclient,
 #   ipywidgets, av); the project is not installed. benchmarks/gpu_prep.sh carries the rest.
@@ -53,9 +54,19 @@ if [ "$stack" = colab ]; then
   SAM2_BUILD_CUDA=0 pip_install --no-deps --no-build-isolation --require-hashes -r scripts/sam2-requirements.txt
   "$PY" scripts/verify_sam2.py
   pip_install --no-deps -e .
-  # Test tools Colab lacks: the browser test drives the UI through Voila in Debian's chromium;
-  # onnx for `vitcifar export` (users add it on Colab when they export).
-  pip_install voila selenium onnx onnxscript onnxruntime  # and the export extra
+  # Test tools: the browser test drives the UI in Debian's chromium through selenium, served by
+  # the classic Notebook server whose widgetsnbextension draws ipywidgets 7 (Voila 0.5 cannot,
+  # Voila 0.4 needs nbclient < 0.8); both at Colab's pins. onnx for `vitcifar export` (users
+  # add it on Colab when they export).
+  pip_install notebook widgetsnbextension selenium onnx onnxscript onnxruntime
+  # The classic notebook's frontends of the widgets: ipywidgets' own (widgetsnbextension), and
+  # ipyevents', whose wheel ships only JupyterLab's (Colab draws both with its own frontend).
+  for ext in widgetsnbextension ipyevents; do
+    for verb in install enable; do  # quiet, unless it fails
+      said=$("$venv/bin/jupyter" nbextension "$verb" --py "$ext" --sys-prefix 2>&1) ||
+        { echo "$said" >&2; echo "stack.sh: jupyter nbextension $verb $ext failed" >&2; exit 1; }
+    done
+  done
 else
   pip_install torch torchvision transformers timm numpy pillow matplotlib scikit-learn tqdm \
     safetensors pyyaml portalocker narwhals cloudpickle pytest

@@ -13,18 +13,24 @@ timm's train.py); this module only answers the questions ``train`` asks:
   ``DistributedDataParallel`` averages the gradients, which equals the single-process gradient of
   the mean loss. ``--batch-size`` stays the global batch, so the lr rule is unchanged.
 - ``main_first``/``barrier``: rank 0 writes checkpoints, metrics and progress bars; the others wait.
+- ``RankStreams``: two random streams per process in a world of more than one, the data's
+  (shared, as above) and the rank's own (``seed + rank``, for dropout and drop-path masks).
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
-__all__ = ["Distributed"]
+__all__ = ["Distributed", "RankStreams"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,98 @@ class Distributed:
             import torch.distributed as dist
 
             dist.barrier()
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj`` (picklable), in rank order, on every rank; ``[obj]`` in a world of one."""
+        if not self.enabled:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+
+class RankStreams:
+    """This process's random streams in a data-parallel run.
+
+    Every rank must draw the same *data* randomness (Mixup/CutMix, and the per-sample transforms
+    when they run in the main process: torch's global CPU generator), so that it slices the same
+    global batch; but its dropout and drop-path masks must be its own, or every rank would drop
+    the same units of its slice. So in a world of more than one:
+
+    - the data's stream is the global CPU generator's state once the weights are built (the same
+      on every rank, all seeded ``seed``); it is swapped in while ``batches`` makes each batch;
+    - the rank's own stream is the global generators (CPU and this rank's GPU) reseeded
+      ``seed + rank`` once DDP has broadcast the weights, so it is what the model draws from.
+
+    ``state(local)`` is the checkpoint's ``rng`` entry: ``local`` (``train``'s record of the global
+    generators) with the data's stream as its ``torch`` state and every rank's own stream under
+    ``ranks`` (a collective call: every rank makes it). A resume with as many processes restores
+    each rank's own stream; with another number it reseeds them from ``seed``, ``rank`` and the
+    epoch (such a resume is not bit for bit anyway). A world of one has one stream, as without
+    torchrun: nothing is swapped or reseeded, and ``state(local)`` is ``local``.
+    """
+
+    def __init__(
+        self,
+        dist: Distributed,
+        seed: int,
+        device: torch.device,
+        saved: dict[str, Any] | None = None,
+        epoch: int = 0,
+    ) -> None:
+        self.dist, self.device = dist, device
+        self._data: torch.Tensor | None = None
+        if not dist.enabled:
+            return
+        # The global generators hold the data's stream now: seeded `seed` and through the model's
+        # construction (a new run), or restored from the checkpoint's `torch` state (a resume).
+        self._data = torch.get_rng_state()
+        ranks = (saved or {}).get("ranks")
+        if ranks is not None and len(ranks) == dist.world_size:
+            self._set_own(ranks[dist.rank])
+        elif saved is None:
+            torch.manual_seed(seed + dist.rank)
+        else:
+            torch.manual_seed(seed + dist.rank + dist.world_size * epoch)
+
+    def _own(self) -> dict[str, torch.Tensor]:
+        own = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            own["cuda"] = torch.cuda.get_rng_state(self.device)
+        return own
+
+    def _set_own(self, own: dict[str, torch.Tensor]) -> None:
+        torch.set_rng_state(own["torch"])
+        if "cuda" in own and self.device.type == "cuda":
+            torch.cuda.set_rng_state(own["cuda"], self.device)
+
+    def batches(self, loader: Iterable[T]) -> Iterator[T]:
+        """``loader``'s batches, each made with the data's stream (just ``loader`` in a world of one)."""
+        if self._data is None:
+            yield from loader
+            return
+        it = None
+        while True:
+            own = torch.get_rng_state()
+            torch.set_rng_state(self._data)
+            try:
+                if it is None:
+                    it = iter(loader)
+                batch = next(it)
+            except StopIteration:
+                return
+            finally:
+                self._data = torch.get_rng_state()
+                torch.set_rng_state(own)
+            yield batch
+
+    def state(self, local: dict[str, Any]) -> dict[str, Any]:
+        """The checkpoint's record of the random streams (see the class); collective."""
+        if self._data is None:
+            return local
+        return {**local, "torch": self._data, "ranks": self.dist.gather(self._own())}
 
 
 def _close_process_group() -> None:

@@ -49,7 +49,7 @@ from vitcifar.config import (
     config_for_preset,
 )
 from vitcifar.data import BatchLoader, DataError, SampleLoader, Splits
-from vitcifar.distributed import Distributed
+from vitcifar.distributed import Distributed, RankStreams
 from vitcifar.evaluate import evaluate_model
 from vitcifar.machine import (
     TrainingDiverged,
@@ -398,6 +398,11 @@ def train(
         wrapped=dist.wrap(model),
         compile_fn=torch.compile if cfg.compile else None,
     )
+    # DDP has broadcast the weights: from here each rank draws its own dropout and drop-path
+    # masks (seed + rank), and the data's draws stay the same on every rank.
+    streams = RankStreams(
+        dist, cfg.seed, device, state.rng if state is not None else None, start_epoch
+    )
     val_set = splits.val if len(splits.val) else splits.test
     if not len(splits.val):
         log.warning("val_size=0: picking best.pt on the test set, as the original notebook did")
@@ -407,7 +412,9 @@ def train(
         phase, t0, oom = "training", time.perf_counter(), None
         try:
             loader.set_epoch(epoch, mix=epoch < cfg.mix_epochs)
-            row = _train_epoch(step, loader, epoch, cfg, device, amp, folder, progress, dist)
+            row = _train_epoch(
+                step, loader, epoch, cfg, device, amp, folder, progress, dist, streams
+            )
             phase = "evaluation"
             val_loss, val_acc, _ = evaluate_model(
                 ema if ema is not None else model,
@@ -435,6 +442,7 @@ def train(
         is_best = val_acc > best[0]
         if is_best:
             best = (val_acc, epoch + 1)
+        rng = streams.state(rng_state())  # every rank: a collective under torchrun
         if dist.is_main:
             state = TrainState(
                 model=model.state_dict(),
@@ -446,7 +454,7 @@ def train(
                 best_val_acc=best[0],
                 best_epoch=best[1],
                 history=history,
-                rng=rng_state(),
+                rng=rng,  # the random streams (every rank's own under torchrun: RankStreams)
                 model_config=model_cfg.to_dict(),
                 train_config=cfg.to_dict(),
                 classes=list(data["classes"]),
@@ -466,7 +474,9 @@ def train(
     return RunResult(folder.path, history, best[0], best[1])
 
 
-def _train_epoch(step, loader, epoch, cfg, device, amp, folder, progress, dist) -> dict[str, Any]:
+def _train_epoch(
+    step, loader, epoch, cfg, device, amp, folder, progress, dist, streams
+) -> dict[str, Any]:
     """One pass over ``loader`` (this rank's shard of each global batch); returns the epoch's
     training row of the history, summed over all ranks."""
     from tqdm.auto import tqdm
@@ -477,7 +487,7 @@ def _train_epoch(step, loader, epoch, cfg, device, amp, folder, progress, dist) 
     correct = torch.zeros((), device=device)
     seen, steps = 0, len(loader)
     bar = tqdm(
-        loader,
+        streams.batches(loader),
         total=steps,
         desc=f"epoch {epoch + 1}/{cfg.epochs}",
         disable=not progress,

@@ -1,5 +1,10 @@
-"""The upload-and-prompt UI in a real browser: served by Voila on 127.0.0.1, driven by
+"""The upload-and-prompt UI in a real browser: a notebook served on 127.0.0.1, driven by
 Debian's chromium + chromium-driver through selenium, with tiny local models.
+
+The server is chosen by the ipywidgets major version (``FRONTENDS``): on ipywidgets 8, Voila
+(which draws only 8's models); on 7 (Colab's 7.7.1), the classic Notebook server whose
+widgetsnbextension draws 7's, with the notebook's own chrome hidden, so the page shows what Voila
+shows. The interactions and assertions are the same on both.
 
 Run it alone:  python -m pytest -m browser -v
 Screenshots go to $TEXTSEG_SCREENSHOTS (e.g. docs/, for the README) or a temporary folder.
@@ -21,6 +26,8 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -40,22 +47,32 @@ if CHROMIUM is None or CHROMEDRIVER is None:
         allow_module_level=True,
     )
 selenium = pytest.importorskip("selenium", reason="browser test needs selenium (the dev extra)")
-pytest.importorskip("voila", reason="browser test needs voila (the dev extra)")
 _widgets = pytest.importorskip("ipywidgets")
-if int(_widgets.__version__.split(".")[0]) < 8:
+WIDGETS_MAJOR = int(_widgets.__version__.split(".")[0])
+if WIDGETS_MAJOR >= 8:
+    pytest.importorskip("voila", reason="browser test needs voila (the dev extra)")
+else:
     # Voila 0.5 draws widgets with JupyterLab 4's manager (jupyterlab_widgets 3), which knows
     # ipywidgets 8's models only ("@jupyter-widgets/controls ^1.5.0 is not registered"), and
-    # Voila 0.4 needs nbclient < 0.8 (Colab has 0.10.4). Colab draws 7.7.1 with its own frontend.
-    pytest.skip(
-        f"ipywidgets {_widgets.__version__}: Voila 0.5 cannot draw ipywidgets 7 widgets",
-        allow_module_level=True,
+    # Voila 0.4 needs nbclient < 0.8 (Colab has 0.10.4): ipywidgets 7 is drawn by the classic
+    # Notebook's widgetsnbextension (Colab's stack pins notebook 6.5.7, widgetsnbextension 3.6).
+    _notebook = pytest.importorskip(
+        "notebook", reason="browser test on ipywidgets 7 needs the classic notebook (< 7)"
     )
+    pytest.importorskip("widgetsnbextension", reason="browser test on ipywidgets 7 needs it")
+    if int(_notebook.__version__.split(".")[0]) >= 7:
+        pytest.skip(
+            f"ipywidgets {_widgets.__version__} needs the classic notebook (< 7) to be drawn; "
+            f"notebook {_notebook.__version__} is JupyterLab-based",
+            allow_module_level=True,
+        )
 
 from selenium import webdriver  # noqa: E402
 from selenium.common.exceptions import TimeoutException  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 
 NOTEBOOK = """\
 import functools, sys, types
@@ -100,6 +117,16 @@ if (!window.__fileInputCaught) {
     if (!this.isConnected) document.body.appendChild(this);
   };
 }
+"""
+
+
+# The classic notebook around the UI: its menus and toolbar, the cell's code and prompts, and
+# the container's width limit; hidden, so the UI stands at the top of the page as in Voila.
+HIDE_NOTEBOOK_CHROME_CSS = """
+#header, .input, .prompt, .output_prompt, .out_prompt_overlay { display: none !important; }
+#site { height: 100vh !important; }  /* the notebook sized it for the page with its header */
+#notebook { padding-top: 0 !important; }
+#notebook-container { width: auto !important; padding: 0 8px !important; box-shadow: none; }
 """
 
 
@@ -163,9 +190,81 @@ def _screenshot(driver, name: str) -> Path:
     return path
 
 
+def _voila(port: int) -> list[str]:
+    return [sys.executable, "-m", "voila", "ui.ipynb", "--no-browser", f"--port={port}",
+            "--Voila.ip=127.0.0.1", "--show_tracebacks=True"]  # fmt: skip
+
+
+def _classic_notebook(port: int) -> list[str]:
+    return [sys.executable, "-m", "notebook", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+            "--NotebookApp.token=", "--NotebookApp.password=", "--allow-root"]  # fmt: skip
+
+
+# Resolves with the enabled nbextensions once each has loaded (they load asynchronously, next to
+# the kernel's start) and ipywidgets' has made the kernel's widget manager: before that, a cell's
+# widgets would not be drawn.
+NBEXTENSIONS_LOADED_JS = """
+const done = arguments[arguments.length - 1], nb = Jupyter.notebook;
+require(['base/js/utils'], utils => nb.config.loaded.then(() => {
+  const on = nb.config.data.load_extensions || {};
+  const wanted = Object.keys(on).filter(name => on[name]);
+  const check = () => wanted.every(utils.is_loaded) && nb.kernel.widget_manager
+    ? done(wanted) : setTimeout(check, 50);
+  check();
+}));
+"""
+
+
+def _run_all_cells(driver: WebDriver) -> None:
+    """In the classic notebook: once the kernel is up and idle and the widgets' nbextensions are
+    loaded, hide the chrome and run every cell."""
+    _wait(driver, "return window.Jupyter && Jupyter.notebook && Jupyter.notebook.kernel &&"
+          " Jupyter.notebook.kernel.is_connected() &&"
+          " document.querySelector('#kernel_indicator_icon.kernel_idle_icon');",
+          "the notebook's kernel", timeout=90)  # fmt: skip
+    driver.set_script_timeout(60)
+    try:
+        loaded = driver.execute_async_script(NBEXTENSIONS_LOADED_JS)
+    except TimeoutException:
+        raise AssertionError(
+            "the notebook's nbextensions did not load (is widgetsnbextension enabled? "
+            "jupyter nbextension enable --py widgetsnbextension --sys-prefix)"
+        ) from None
+    assert "jupyter-js-widgets/extension" in loaded, f"ipywidgets' nbextension is off: {loaded}"
+    driver.execute_script(
+        "const style = document.createElement('style'); style.textContent = arguments[0];"
+        "document.head.appendChild(style); Jupyter.notebook.execute_all_cells();",
+        HIDE_NOTEBOOK_CHROME_CSS,
+    )
+
+
+@dataclass(frozen=True)
+class Frontend:
+    """A server that shows the UI notebook in the browser: its command line (given a port), the
+    page to open, and what to do there before the UI draws itself."""
+
+    name: str
+    command: Callable[[int], list[str]]
+    path: str
+    start: Callable[[WebDriver], None]
+
+
+FRONTENDS = {  # by ipywidgets major version
+    8: Frontend("voila", _voila, "", lambda driver: None),
+    7: Frontend("notebook", _classic_notebook, "notebooks/ui.ipynb", _run_all_cells),
+}
+
+
 @pytest.fixture(scope="module")
-def page(model_dirs, tmp_path_factory):
-    """A Voila server on a free port serving the UI notebook, and headless Chromium."""
+def frontend() -> Frontend:
+    """The server that draws this ipywidgets version's widgets (see FRONTENDS)."""
+    return FRONTENDS[max(7, min(WIDGETS_MAJOR, 8))]
+
+
+@pytest.fixture(scope="module")
+def page(model_dirs, tmp_path_factory, frontend):
+    """`frontend`'s server on a free port serving the UI notebook, and headless Chromium showing
+    the UI (its status says "upload an image")."""
     import nbformat
 
     root = tmp_path_factory.mktemp("browser")
@@ -184,14 +283,18 @@ def page(model_dirs, tmp_path_factory):
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
     }
-    env.update(JUPYTER_RUNTIME_DIR=str(root / "runtime"), HF_HUB_OFFLINE="1")
-    log = open(root / "voila.log", "wb")  # noqa: SIM115 - closed below
+    # the user's own Jupyter config stays out (the environment's, with its extensions, stays in)
+    env.update(
+        JUPYTER_RUNTIME_DIR=str(root / "runtime"),
+        JUPYTER_CONFIG_DIR=str(root / "config"),
+        HF_HUB_OFFLINE="1",
+    )
+    log_path = root / f"{frontend.name}.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed below
     server = subprocess.Popen(
-        [sys.executable, "-m", "voila", "ui.ipynb", "--no-browser", f"--port={port}",
-         "--Voila.ip=127.0.0.1", "--show_tracebacks=True"],
-        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/"
+        frontend.command(port), cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}/{frontend.path}"
     driver = None
     try:
         deadline = time.monotonic() + 60
@@ -202,7 +305,7 @@ def page(model_dirs, tmp_path_factory):
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(
-                        f"voila did not start: {(root / 'voila.log').read_text()[-2000:]}"
+                        f"{frontend.name} did not start: {log_path.read_text()[-2000:]}"
                     ) from None
                 time.sleep(0.3)
         options = webdriver.ChromeOptions()
@@ -217,6 +320,7 @@ def page(model_dirs, tmp_path_factory):
         driver = webdriver.Chrome(options=options, service=service)
         driver.set_page_load_timeout(90)
         driver.get(url)
+        frontend.start(driver)
         _wait_status(driver, "upload an image", timeout=90)
         yield driver, root
     finally:
