@@ -236,6 +236,7 @@ def _train(args: argparse.Namespace) -> int:
     from vitcifar.data import load_splits
     from vitcifar.distributed import Distributed
     from vitcifar.evaluate import evaluate
+    from vitcifar.machine import resolve_device
     from vitcifar.model import ViTConfig
     from vitcifar.train import train
 
@@ -265,7 +266,7 @@ def _train(args: argparse.Namespace) -> int:
         ckpt = load_checkpoint(last)
         source = ckpt.get("data", {}).get("source") or source
         model_cfg = ViTConfig.from_dict(ckpt["model_config"])
-    dist = Distributed.from_env()  # under torchrun: rank 0 downloads first, then the others read
+    dist = Distributed.from_env(resolve_device(cfg.device))  # under torchrun: rank 0 downloads first, then the others read
     if not dist.is_main:
         dist.barrier()
     splits = load_splits(

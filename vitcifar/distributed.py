@@ -33,6 +33,13 @@ __all__ = ["Distributed", "RankStreams"]
 T = TypeVar("T")
 
 
+def group_backend(device: torch.device | str | None, cuda_available: bool) -> str:
+    """The process group's backend: NCCL for training on CUDA, else gloo (also ``--device cpu``
+    on a GPU machine, where NCCL could not reduce CPU tensors). ``None``: CUDA when there."""
+    on_cuda = cuda_available if device is None else torch.device(device).type == "cuda"
+    return "nccl" if on_cuda else "gloo"
+
+
 @dataclass(frozen=True)
 class Distributed:
     """This process's place in a data-parallel run (a world of one without torchrun)."""
@@ -42,9 +49,10 @@ class Distributed:
     local_rank: int = 0
 
     @classmethod
-    def from_env(cls) -> Distributed:
+    def from_env(cls, device: torch.device | str | None = None) -> Distributed:
         """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK; with a world of more than one process,
-        join the process group (NCCL with CUDA, else gloo) once."""
+        join the process group once: NCCL when training on CUDA (``device``; ``None``: whenever
+        CUDA is there), else gloo, so ``--device cpu`` on a GPU machine still runs."""
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world == 1:
             return cls()
@@ -52,7 +60,7 @@ class Distributed:
 
         me = cls(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
         if not dist.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            backend = group_backend(device, torch.cuda.is_available())
             if backend == "nccl":
                 torch.cuda.set_device(me.local_rank)
             dist.init_process_group(backend)

@@ -332,7 +332,7 @@ def train(
         raise DataError(
             f"the model has num_classes={model_cfg.num_classes} but the data has {len(splits.classes)} classes"
         )
-    dist = Distributed.from_env()
+    dist = Distributed.from_env(resolve_device(cfg.device))
     dist.check_batch(cfg.batch_size)
     if dist.is_main:
         folder.ensure_writable()

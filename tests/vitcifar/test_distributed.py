@@ -15,7 +15,7 @@ import torch
 import vitcifar
 from vitcifar.checkpoint import load_checkpoint
 from vitcifar.data import load_splits
-from vitcifar.distributed import Distributed
+from vitcifar.distributed import Distributed, group_backend
 from vitcifar.model import ViTConfig
 from vitcifar.train import TrainConfig, train
 
@@ -230,3 +230,19 @@ def test_shards_cover_the_global_batch_and_odd_batches_are_refused():
     ):
         Distributed(rank=0, world_size=3).check_batch(10)
     assert torch.equal(Distributed().shard(x), x)
+
+
+@pytest.mark.parametrize(
+    ("device", "cuda_available", "backend"),
+    [
+        ("cpu", True, "gloo"),
+        ("cpu", False, "gloo"),
+        ("cuda", True, "nccl"),
+        (None, True, "nccl"),
+        (None, False, "gloo"),
+        ("cuda:1", True, "nccl"),
+    ],
+)
+def test_the_group_backend_follows_the_training_device(device, cuda_available, backend):
+    # --device cpu under torchrun on a GPU machine (the GPU check's torchrun tests) needs gloo
+    assert group_backend(device, cuda_available) == backend
