@@ -709,12 +709,15 @@ def build_app(
     )  # fmt: skip
     upload.add_class("textseg-upload")
     source = w.Text(
-        placeholder="or a path or http(s) URL of an image, then Enter", description="File",
-        layout=w.Layout(width="420px"),
+        placeholder="or a path or http(s) URL, then Enter", description="File",
+        layout=w.Layout(width="300px"), style={"description_width": "40px"},
         **_tip(w.Text, "a file in the file browser, on a mounted Drive, or a URL; any size"),
     )  # fmt: skip
     source.add_class("textseg-source")
-    open_button = w.Button(description="Open", icon="folder-open", **_tip(w.Button, "or Enter"))
+    open_button = w.Button(
+        description="Open", icon="folder-open", layout=w.Layout(width="auto"),
+        **_tip(w.Button, "or Enter"),
+    )  # fmt: skip
     open_button.add_class("textseg-open")
     big_upload = w.Button(
         description="Upload (any size)", icon="upload",
@@ -771,9 +774,11 @@ def build_app(
     help_text = w.HTML(f"{_CSS}<small>{_HELP}</small>{_guard_html(limit)}")
     root = w.VBox(
         [
-            w.HBox([upload, big_upload, source, open_button]),
+            w.HBox(  # one row on a 1280-pixel screen, so the picture fits below
+                [upload, big_upload, source, open_button, prompt, button, clear_button],
+                layout=w.Layout(flex_flow="row wrap"),
+            ),
             picker,
-            w.HBox([prompt, button, clear_button]),
             w.HBox([box, text]),
             help_text,
             w.HBox([w.Label("Click adds"), mode, backend, w.HTML(f"<small>{_CLICK_HELP}</small>")]),
@@ -819,7 +824,7 @@ def build_app(
     prompt.on_msg(submitted)
     prompt.observe(lambda _change: app.timer is not None and run_soon(app), names="value")
     _message(
-        app, f"bring in an image (jpg, png or webp; {_ways_in(app)}), type what to find, "
+        app, f"upload an image (jpg, png or webp; {_ways_in(app)}), type what to find, "
         "press Enter or Run",
     )  # fmt: skip
     return app
