@@ -80,7 +80,10 @@ def base64_size(msg: dict) -> int:
 
 def arrives(widget: ipywidgets.FileUpload, msg: dict, data: bytes) -> bool:
     """Deliver the message through the widget's own handler and compare the bytes."""
-    widget._handle_msg({"content": msg["content"], "buffers": msg["buffers"]})
+    # the kernel hands buffers over as memoryviews (ipywidgets 7 calls .tobytes() on them)
+    widget._handle_msg(
+        {"content": msg["content"], "buffers": [memoryview(b) for b in msg["buffers"]]}
+    )
     value = widget.value
     if isinstance(value, dict):  # ipywidgets 7
         content = next(iter(value.values()))["content"]

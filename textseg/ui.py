@@ -61,6 +61,7 @@ __all__ = [
     "download_zip",
     "image_event",
     "launch",
+    "open_soon",
     "open_source",
     "run",
     "run_soon",
@@ -75,11 +76,11 @@ DISPLAY_SIZE = (640, 440)  # (W, H) the picture is shown at most at; fits a 1280
 DEFAULT_BACKEND = "groundingdino+sam2"
 BACKENDS = (("GroundingDINO + SAM 2", DEFAULT_BACKEND), ("SAM 3", "sam3"))
 # Jupyter servers (Tornado) drop websocket messages over 10 MiB (10,485,760 bytes). An N-byte
-# upload is a binary frame of N + 616 bytes there, so 10 MB leaves room. Colab's widget channel
-# fails from about 1 MB on (ipywidgets#3452) and did not carry binary frames
-# (colabtools#587): as base64 JSON an N-byte file is 1.3333 N + 604 bytes, so a 1,000,000-byte
-# message holds at most 749,547 bytes of file. 700 kB stays under that with room for long
-# names. Measured by benchmarks/bench_upload_message.py; see the README's "Large photos".
+# upload is a binary frame of N + 619 bytes there (ipywidgets 7.7.1; 8: + 615), so 10 MB leaves
+# room. Colab's widget channel fails from about 1 MB on (ipywidgets#3452) and did not carry
+# binary frames (colabtools#587): as base64 JSON an N-byte file is 1.3333 N + 608 bytes, so a
+# 1,000,000-byte message holds at most 749,544 bytes of file. 700 kB stays under that with room
+# for long names. Measured by benchmarks/bench_upload_message.py; see the README's "Large photos".
 JUPYTER_UPLOAD_LIMIT = 10_000_000
 COLAB_UPLOAD_LIMIT = 700_000
 # What the page's upload guard sends instead of a file over the limit.
@@ -180,6 +181,7 @@ class SegmentApp:
     dragged: bool = False
     last: Segmentation | None = None
     timer: Any = None  # a pending run_soon
+    source_timer: Any = None  # a pending open_soon
 
     @property
     def segmenter(self) -> TextSegmenter | None:
@@ -585,6 +587,26 @@ def run_soon(app: SegmentApp, *, delay: float = SETTLE_SECONDS) -> None:
     app.timer = loop.call_later(delay, fire)
 
 
+def open_soon(app: SegmentApp, *, delay: float = SETTLE_SECONDS) -> None:
+    """Open the File box's path or URL once the box has settled: like `run_soon`, since Enter
+    and Open overtake the box's last keystrokes on their way from the browser."""
+    import asyncio
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        open_source(app)
+        return
+    if app.source_timer is not None:
+        app.source_timer.cancel()
+
+    def fire() -> None:
+        app.source_timer = None
+        open_source(app)
+
+    app.source_timer = loop.call_later(delay, fire)
+
+
 def clear(app: SegmentApp) -> None:
     """Callback of Clear: remove the clicked points and boxes and the result; the picture
     and the prompt stay."""
@@ -807,12 +829,13 @@ def build_app(
         app.segmenters[DEFAULT_BACKEND] = segmenter  # type: ignore[assignment]
         backend.disabled = True  # the caller chose the models
     upload.observe(lambda _change: upload_changed(app), names="value")
-    open_button.on_click(lambda _button: open_source(app))
+    open_button.on_click(lambda _button: open_soon(app))
     big_upload.on_click(lambda _button: colab_upload(app))
     download_button.on_click(lambda _button: download_zip(app))
     source.on_msg(
-        lambda _w, content, _b: content.get("event") == "submit" and open_source(app)
+        lambda _w, content, _b: content.get("event") == "submit" and open_soon(app)
     )  # Enter in the File box
+    source.observe(lambda _change: app.source_timer is not None and open_soon(app), names="value")
     button.on_click(lambda _button: run_soon(app))
     clear_button.on_click(lambda _button: clear(app))
     events.on_dom_event(lambda event: image_event(app, event))

@@ -676,3 +676,24 @@ def test_a_6mb_phone_photo_through_each_way_in_elsewhere(phone_photo, served):
     small = build_app(FakeSegmenter(), max_upload_bytes=1_000_000)
     _set_upload(small.upload, _upload("phone.jpg", TOO_LARGE_MARKER, size=len(data)))
     assert "use its path or an http(s) URL in the File box" in small.status.value
+
+
+def test_enter_in_the_file_box_waits_for_its_last_keystrokes(tmp_path, sample_image):
+    """Enter overtakes the box's held-back keystrokes in the browser (as in the prompt): the
+    box is read once it has settled, with its final value."""
+    import asyncio
+
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(_png(sample_image))
+    app = build_app(FakeSegmenter())
+
+    async def typing_fast_then_enter():
+        app.source.value = str(photo)[:1]  # "/"
+        _message(app.source, {"event": "submit"})
+        await asyncio.sleep(0.05)
+        app.source.value = str(photo)
+        assert app.picture is None
+        await asyncio.sleep(0.5)
+
+    asyncio.run(typing_fast_then_enter())
+    assert app.picture is not None and app.name == "photo.png" and app.source_timer is None
