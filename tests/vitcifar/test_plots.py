@@ -87,3 +87,23 @@ def test_attention_overlaid_on_the_images_with_one_colour_scale(n):
     assert width <= 13 and height <= 10  # 10 classes: 5 a row, not 21 inches wide
     titles = [ax.title for ax in fig.axes if ax.get_title().startswith("class")]
     assert len(titles) == n and all(t.get_fontsize() >= 10 for t in titles)
+
+
+@pytest.mark.parametrize("tta_flip", [False, True])
+def test_mistake_probabilities_are_the_models_softmax_as_evaluation_scores_it(tiny_cfg, tta_flip):
+    from vitcifar.data import normalize
+    from vitcifar.evaluate import mistake_probabilities
+    from vitcifar.model import ViT
+
+    torch.manual_seed(0)
+    model = ViT(tiny_cfg).eval()
+    images = torch.randint(0, 256, (7, 3, 32, 32), dtype=torch.uint8)
+    wrong = torch.tensor([1, 4, 6])
+    probs = mistake_probabilities(
+        model, images, wrong, device=torch.device("cpu"), batch_size=2, tta_flip=tta_flip
+    )
+    with torch.no_grad():
+        x = normalize(images[wrong])
+        logits = (model(x) + model(x.flip(-1))) / 2 if tta_flip else model(x)
+    torch.testing.assert_close(probs[wrong], logits.softmax(dim=-1))
+    assert torch.isnan(probs[[0, 2, 3, 5]]).all()  # rows of correct predictions: not computed
