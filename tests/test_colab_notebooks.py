@@ -2,13 +2,16 @@
 ``scripts/set_repo_url.py`` wrote the repository's URL; then a disconnect and *Run all* again.
 
 Colab is faked in the kernel (UI wiring, not the thing under test): a ``google.colab`` module
-whose ``drive.mount`` is recorded, a ``pip`` that records its command instead of installing, and
-the packages hidden from import until that ``pip`` "installs" them, as on a fresh runtime.
+whose ``drive.mount`` is recorded (or refused, as a closed consent popup is), a ``pip`` that
+records its command instead of installing, the packages hidden from import until that ``pip``
+"installs" them, as on a fresh runtime, and, where a test says so, the runtime's GPU (none, or
+one with a name).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -63,7 +66,29 @@ if {kaggle!r}:
     os.environ["KAGGLE_KERNEL_RUN_TYPE"] = "Interactive"
 colab = types.ModuleType("google.colab")
 colab.drive = types.ModuleType("google.colab.drive")
-colab.drive.mount = lambda path, **kw: MOUNTS.append(path)
+colab._message = types.ModuleType("google.colab._message")
+
+
+class MessageError(Exception):  # what google.colab raises when the browser side fails
+    pass
+
+
+colab._message.MessageError = MessageError
+
+
+def _mount(path, **kw):
+    MOUNTS.append(path)
+    if {refuse_mount!r}:
+        raise MessageError("Error: credential propagation was unsuccessful")
+
+
+colab.drive.mount = _mount
+_GPU = {gpu!r}  # None: the machine as it is; "": no GPU; else the GPU's name
+if _GPU is not None:
+    import torch
+
+    torch.cuda.is_available = lambda: bool(_GPU)
+    torch.cuda.get_device_name = lambda device=None: _GPU
 colab.output = types.ModuleType("google.colab.output")
 colab.output.enable_custom_widget_manager = lambda: None
 if importlib.util.find_spec("google") is None:
@@ -106,10 +131,15 @@ def notebooks(tmp_path_factory) -> Path:
     return root / "notebooks"
 
 
-def run_on_fake_colab(nb, hidden: set[str], cwd: Path, *, kaggle: bool = False) -> tuple[dict, str]:
+def run_on_fake_colab(
+    nb, hidden: set[str], cwd: Path, *, kaggle: bool = False, refuse_mount: bool = False,
+    gpu: str | None = None,
+) -> tuple[dict, str]:  # fmt: skip
     from nbclient import NotebookClient
 
-    code = FAKE_COLAB.format(hidden=sorted(hidden), url=URL, kaggle=kaggle)
+    code = FAKE_COLAB.format(
+        hidden=sorted(hidden), url=URL, kaggle=kaggle, refuse_mount=refuse_mount, gpu=gpu
+    )
     nb.cells.insert(0, nbformat.v4.new_code_cell(code))
     nb.cells.append(nbformat.v4.new_code_cell(REPORT))
     NotebookClient(
@@ -160,6 +190,7 @@ def test_q1_run_all_on_colab_saves_to_drive_and_run_all_again_continues(
         report, text = run_on_fake_colab(nb, {"vitcifar"}, session)
         assert [c["cmd"][-1] for c in report["pip"]] == [f"git+{URL}"]
         assert "--no-deps" in report["pip"][0]["cmd"]
+        assert re.search(rf"installing vitcifar from {re.escape(URL)} \u2026 done in \d+ s", text)
         assert report["mounts"] == ["/content/drive"]
         assert expect in text
         history = [
@@ -180,6 +211,12 @@ def test_q2_set_up_on_colab_installs_metas_sam2_then_the_package(notebooks, tmp_
     assert "--no-build-isolation" in sam2["cmd"] and sam2["SAM2_BUILD_CUDA"] == "0"
     assert package["cmd"][-2:] == ["--no-deps", f"git+{URL}"]
     assert "textseg from" in text
+    steps = re.findall(r"^installing (.+) \u2026 done in \d+ s$", text, flags=re.MULTILINE)
+    assert steps == [
+        "Meta's SAM 2 (builds from source, about a minute)",
+        "ipyevents and av",
+        f"textseg from {URL}",
+    ]  # one line per install step, with its time
 
 
 def test_notebook_without_a_url_stops_with_a_clear_message_on_colab(tmp_path):
@@ -199,3 +236,67 @@ def test_q1_set_up_on_kaggle_installs_from_the_url(notebooks, tmp_path):
     report, text = run_on_fake_colab(nb, {"vitcifar"}, tmp_path, kaggle=True)
     assert [c["cmd"][-2:] for c in report["pip"]] == [["--no-deps", f"git+{URL}"]]
     assert "vitcifar from" in text and report["mounts"] == []
+
+
+def _q1_cells(notebooks, tags: set[str], **params):
+    """q1's cells with one of `tags`, and the parameters overridden."""
+    nb = nbformat.read(notebooks / "q1_vit.ipynb", as_version=4)
+    nb.cells = [c for c in nb.cells if tags & set(c.metadata.get("tags", []))]
+    return with_parameters(nb, **params)
+
+
+def test_q1_without_a_gpu_stops_in_its_first_cell_with_one_line(notebooks, tmp_path):
+    from nbclient.exceptions import CellExecutionError
+
+    nb = with_parameters(nbformat.read(notebooks / "q1_vit.ipynb", as_version=4), SUBSET=32)
+    with pytest.raises(CellExecutionError):  # DEVICE = "auto", and the runtime has no GPU
+        run_on_fake_colab(nb, {"vitcifar"}, tmp_path, gpu="")
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+              if o.output_type == "error"]  # fmt: skip
+    assert len(errors) == 1 and errors[0].ename == "SystemExit"
+    assert errors[0].evalue == "no GPU: Runtime \u2192 Change runtime type \u2192 T4 GPU"
+    stopped = next(
+        i for i, c in enumerate(nb.cells) if c.cell_type == "code" and errors[0] in c.outputs
+    )
+    first = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    assert stopped == first + 2  # the first cell after the parameters (and their overrides)
+    assert not any(c.get("outputs") for c in nb.cells[stopped + 1 :])  # nothing slow ran
+    assert "MOUNTS.append" not in "".join(o.get("text", "") for o in errors)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
+
+
+def test_q1_with_a_gpu_prints_its_name_and_run_name_follows_the_preset(notebooks, tmp_path):
+    drive = tmp_path / "MyDrive" / "vitcifar-runs"
+    nb = _q1_cells(notebooks, {"setup", "parameters", "run-folder"}, PRESET="vit-fast",
+                   DRIVE_FOLDER=str(drive))  # fmt: skip
+    assert len(nb.cells) == 4
+    report, text = run_on_fake_colab(nb, {"vitcifar"}, tmp_path, gpu="Tesla T4")
+    assert "GPU: Tesla T4\n" in text
+    assert f"run folder: {drive / 'vit-fast'} (new)" in text  # RUN_NAME = None: the preset's
+    assert report["mounts"] == ["/content/drive"]
+
+
+def test_q1_with_drive_refused_runs_in_the_session_folder_and_says_so_once(
+    notebooks, image_folder, tmp_path
+):
+    drive = tmp_path / "MyDrive" / "vitcifar-runs"
+    session = tmp_path / "content"
+    session.mkdir()
+    nb = with_parameters(
+        nbformat.read(notebooks / "q1_vit.ipynb", as_version=4),
+        DATA=str(image_folder), EPOCHS=1, BATCH_SIZE=16, SUBSET=32, VAL_SIZE=8, DEVICE="cpu",
+        NUM_WORKERS=0, RUN_NAME="colab", DRIVE_FOLDER=str(drive), PROGRESS=False,
+    )  # fmt: skip
+    report, text = run_on_fake_colab(nb, {"vitcifar"}, session, refuse_mount=True, gpu="")
+    assert report["mounts"] == ["/content/drive"]  # asked, and refused
+    assert 'device: CPU (DEVICE = "cpu")' in text
+    warnings = [line for line in text.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1
+    assert "Google Drive was not mounted" in warnings[0]
+    assert "credential propagation was unsuccessful" in warnings[0]
+    assert f"({session / 'runs'})" in warnings[0] and "lost when the session ends" in warnings[0]
+    assert "run folder: runs/colab (new)" in text
+    # Run all went on: trained, evaluated, predicted, in the session folder; nothing on "Drive"
+    assert (session / "runs" / "colab" / "metrics.json").is_file()
+    assert "test accuracy" in text and text.count("  predicted ") == 8
+    assert not drive.exists()

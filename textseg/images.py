@@ -22,11 +22,23 @@ from textseg.errors import ImageLoadError
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["IMAGE_SUFFIXES", "ImageInput", "describe", "list_images", "load_image", "working_copy"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "URL_MAX_BYTES",
+    "URL_TIMEOUT",
+    "ImageInput",
+    "describe",
+    "list_images",
+    "load_image",
+    "read_source",
+    "working_copy",
+]
 
 ImageInput = Union[str, os.PathLike, bytes, "Image.Image", np.ndarray]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+URL_MAX_BYTES = 50_000_000  # an image URL larger than this is refused (a 12 MP photo is 3-12 MB)
+URL_TIMEOUT = 30.0  # seconds without an answer before a URL download gives up
 
 
 def describe(source: object) -> str:
@@ -197,6 +209,76 @@ def load_image(source: ImageInput, *, name: str | None = None) -> Image.Image:
         f"{label}: expected a path, bytes, a PIL image or a numpy array, "
         f"got {type(source).__name__}"
     )
+
+
+def read_source(
+    source: str | os.PathLike,
+    *,
+    max_bytes: int = URL_MAX_BYTES,
+    timeout: float = URL_TIMEOUT,
+) -> tuple[str, bytes]:
+    """(file name, bytes) of an image given as a path or an http(s) URL, as typed in a box.
+
+    A path may be relative to the working folder (on Colab /content, where the file browser
+    uploads to), start with ~, or lie on a mounted Google Drive (/content/drive/MyDrive/...).
+    A URL is downloaded with a `timeout` (seconds) and refused over `max_bytes`. Raises
+    ImageLoadError with one line that names the path or URL and says what to do.
+    """
+    text = os.fspath(source).strip().strip("\"'").strip()
+    if not text:
+        raise ImageLoadError("type a file path or an http(s) URL first")
+    scheme = text.split(":", 1)[0].lower() if "://" in text else ""
+    if scheme in ("http", "https"):
+        return _download(text, max_bytes=max_bytes, timeout=timeout)
+    if scheme:
+        raise ImageLoadError(f"{text}: only http(s) URLs and file paths are read, not {scheme}:")
+    path = Path(text).expanduser()
+    if not path.exists():
+        hint = "check the path (the file browser's 'Copy path' gives it)"
+        if text.startswith("/content/drive") and not Path("/content/drive/MyDrive").is_dir():
+            hint = "Google Drive is not mounted: run drive.mount('/content/drive') first"
+        raise ImageLoadError(f"{text}: no such file; {hint}")
+    if path.is_dir():
+        raise ImageLoadError(f"{text}: is a folder, not an image")
+    try:
+        return path.name, path.read_bytes()
+    except OSError as err:
+        raise ImageLoadError(f"{text}: cannot be read ({err.strerror or err})") from err
+
+
+def _download(url: str, *, max_bytes: int, timeout: float) -> tuple[str, bytes]:
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    name = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name or "download"
+    limit = f"{max_bytes / 1e6:.0f} MB"
+    request = urllib.request.Request(url, headers={"User-Agent": "textseg"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            length = answer.headers.get("Content-Length")
+            if length is not None and length.isdigit() and int(length) > max_bytes:
+                raise ImageLoadError(
+                    f"{url}: {int(length) / 1e6:.1f} MB, over the {limit} limit for URLs; "
+                    "download it yourself and give its path"
+                )
+            data = answer.read(max_bytes + 1)
+    except urllib.error.HTTPError as err:
+        raise ImageLoadError(f"{url}: the server answered {err.code} {err.reason}") from err
+    except urllib.error.URLError as err:
+        reason = err.reason
+        if isinstance(reason, TimeoutError):
+            raise ImageLoadError(f"{url}: no answer within {timeout:g} s; try again") from err
+        raise ImageLoadError(f"{url}: cannot be downloaded ({reason})") from err
+    except TimeoutError as err:
+        raise ImageLoadError(f"{url}: no answer within {timeout:g} s; try again") from err
+    except (OSError, ValueError) as err:  # a reset connection, a malformed URL
+        raise ImageLoadError(f"{url}: cannot be downloaded ({err})") from err
+    if len(data) > max_bytes:
+        raise ImageLoadError(
+            f"{url}: over the {limit} limit for URLs; download it yourself and give its path"
+        )
+    return name, data
 
 
 def working_copy(image: Image.Image, *, max_side: int) -> Image.Image:

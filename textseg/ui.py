@@ -1,5 +1,11 @@
-"""A small ipywidgets UI: upload an image, type a prompt (or click points and boxes), press
+"""A small ipywidgets UI: bring in an image, type a prompt (or click points and boxes), press
 Run or Enter, see the masks and a table with a colour key, download masks + JSON.
+
+Three ways in: the Image button (an ipywidgets FileUpload, for small files, see
+`upload_limit`), the File box (a path, e.g. a file uploaded with Colab's file browser or on a
+mounted Google Drive, or an http(s) URL; any size), and on Colab "Upload (any size)", Colab's
+own chunked picker. On Colab the download goes through Colab's `files.download`; elsewhere it
+is a link.
 
     from textseg.ui import launch
     launch()                        # models load (once) on the first Run
@@ -13,9 +19,10 @@ needed. The callbacks are plain functions of a `SegmentApp` (`run`, `upload_chan
 messages. Errors show as a message in the widget, never a traceback.
 
 Large pictures are shown downscaled (at most DISPLAY_SIZE); the download keeps full-size
-masks. Uploads travel to the kernel in one websocket message, which Jupyter servers drop
-silently above 10 MiB (Tornado's default), and Colab well below that: a small script in
-the page refuses larger files before they are sent, so the UI can say so.
+masks. Image-button uploads travel to the kernel in one message, which Jupyter servers drop
+silently above 10 MiB (Tornado's default), and Colab from about 1 MB on: a small script in
+the page refuses larger files before they are sent, so the UI can say so and name the way in
+that takes them.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import html
 import inspect
 import io
 import logging
-import sys
+import os
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -35,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
-from textseg import backends
+from textseg import backends, colab
 from textseg.backends import DEFAULT_BACKEND
 from textseg.errors import TextsegError
 
@@ -51,8 +58,12 @@ __all__ = [
     "SegmentApp",
     "build_app",
     "clear",
+    "colab_upload",
+    "download_zip",
     "image_event",
     "launch",
+    "open_soon",
+    "open_source",
     "run",
     "run_soon",
     "upload_changed",
@@ -66,11 +77,14 @@ DISPLAY_SIZE = (640, 440)  # (W, H) the picture is shown at most at; fits a 1280
 # The menu is textseg.backends.BACKENDS, read when an app is built (backends.menu()); this
 # (label, name) tuple of it at import is kept for one release.
 BACKENDS = tuple(backends.menu())
-# Jupyter servers (Tornado) drop websocket messages over 10 MiB; 10 MB leaves room for the
-# message around the file. Colab's widget channel fails from about 1 MB on (reported in
-# ipywidgets issue #3452; not measured by us).
+# Jupyter servers (Tornado) drop websocket messages over 10 MiB (10,485,760 bytes). An N-byte
+# upload is a binary frame of N + 619 bytes there (ipywidgets 7.7.1; 8: + 615), so 10 MB leaves
+# room. Colab's widget channel fails from about 1 MB on (ipywidgets#3452) and did not carry
+# binary frames (colabtools#587): as base64 JSON an N-byte file is 1.3333 N + 608 bytes, so a
+# 1,000,000-byte message holds at most 749,544 bytes of file. 700 kB stays under that with room
+# for long names. Measured by benchmarks/bench_upload_message.py; see the README's "Large photos".
 JUPYTER_UPLOAD_LIMIT = 10_000_000
-COLAB_UPLOAD_LIMIT = 900_000
+COLAB_UPLOAD_LIMIT = 700_000
 # What the page's upload guard sends instead of a file over the limit.
 TOO_LARGE_MARKER = b"textseg: file over the upload limit, not sent"
 MODES = (("+ point", "positive"), ("\u2212 point", "negative"), ("box", "box"))
@@ -95,9 +109,10 @@ vertical-align:middle}
 
 
 def upload_limit() -> int:
-    """The largest upload (bytes) that reaches the kernel here: 10 MB on Jupyter servers
-    and Voila (their websocket limit is 10 MiB), about 0.9 MB on Colab."""
-    return COLAB_UPLOAD_LIMIT if "google.colab" in sys.modules else JUPYTER_UPLOAD_LIMIT
+    """The largest Image-button upload (bytes) that reaches the kernel here: 10 MB on Jupyter
+    servers and Voila (their websocket limit is 10 MiB), 0.7 MB on Colab. The File box and
+    Colab's "Upload (any size)" have no such limit."""
+    return COLAB_UPLOAD_LIMIT if colab.on_colab() else JUPYTER_UPLOAD_LIMIT
 
 
 def _guard_html(limit: int) -> str:
@@ -148,6 +163,13 @@ class SegmentApp:
     download: Any
     factory: Callable[[str], TextSegmenter]
     upload_limit: int = JUPYTER_UPLOAD_LIMIT
+    source: Any = None  # the File box: a path or an http(s) URL
+    open_button: Any = None
+    colab_upload: Any = None  # "Upload (any size)": Colab's own picker (hidden elsewhere)
+    picker: Any = None  # an Output that shows Colab's picker while it is open
+    download_button: Any = None  # on Colab: hands the zip to files.download
+    on_colab: bool = False
+    zip_path: Path | None = None  # on Colab: the zip the download button hands over
     segmenters: dict[str, TextSegmenter] = field(default_factory=dict)
     picture: Image.Image | None = None
     name: str = ""
@@ -161,6 +183,7 @@ class SegmentApp:
     dragged: bool = False
     last: Segmentation | None = None
     timer: Any = None  # a pending run_soon
+    source_timer: Any = None  # a pending open_soon
 
     @property
     def segmenter(self) -> TextSegmenter | None:
@@ -199,6 +222,17 @@ def _uploaded(value: Any) -> tuple[str, bytes, int]:
 def _display_size(width: int, height: int) -> tuple[int, int, float]:
     scale = min(1.0, DISPLAY_SIZE[0] / width, DISPLAY_SIZE[1] / height)
     return max(1, round(width * scale)), max(1, round(height * scale)), scale
+
+
+def _display_copy(picture: Image.Image) -> tuple[Image.Image, float]:
+    """(the picture at most DISPLAY_SIZE, display pixels per picture pixel): a 12 MP photo is
+    downscaled here, in Python, so only a small JPEG travels to the browser."""
+    from PIL import Image
+
+    w, h, scale = _display_size(picture.width, picture.height)
+    if scale == 1.0:
+        return picture.copy(), scale
+    return picture.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=2.0), scale
 
 
 def _display_overlay(seg: Segmentation, picture: Image.Image) -> Image.Image:
@@ -318,45 +352,149 @@ def _forget_result(app: SegmentApp) -> None:
     app.last = None
     app.table.value = ""
     app.download.value = ""
+    app.zip_path = None
+    if app.download_button is not None:
+        app.download_button.layout.display = "none"
 
 
-def upload_changed(app: SegmentApp) -> None:
-    """Callback for a new upload: read it, show a preview, forget the old picture, result
-    and clicks. A file over the upload limit (see `upload_limit`) or one that is not an
-    image leaves no picture behind, and says why."""
-    from PIL import Image
+def _large_way(app: SegmentApp) -> str:
+    """The way in for files over the Image button's limit here."""
+    box = "its path or an http(s) URL in the File box"
+    return f"Upload (any size), or {box}" if app.on_colab else box
 
+
+def _ways_in(app: SegmentApp) -> str:
+    return f"Image takes files up to {_mb(app.upload_limit)} here; larger photos: {_large_way(app)}"
+
+
+def _take(app: SegmentApp, name: str, data: bytes) -> None:
+    """Make `data` (the file `name`) the picture: load it at full size, show a preview at
+    most DISPLAY_SIZE, forget the old picture, result and clicks. An error leaves no picture
+    behind, and says why."""
     from textseg.images import load_image
 
     _forget_result(app)
     app.picture, app.display_base, app.upload_error = None, None, None
     app.points, app.boxes, app.corner, app.press = [], [], None, None
+    app.name = name
+    try:
+        app.picture = load_image(data, name=name)  # errors name the file
+    except TextsegError as err:
+        _refuse(app, err)
+        return
+    app.display_base, app.display_scale = _display_copy(app.picture)
+    w, h = app.display_base.size
+    _show(app)
+    shown = "" if app.display_scale == 1.0 else f", shown at {w}\u00d7{h}"
+    _message(
+        app,
+        f"{name} ({app.picture.width}\u00d7{app.picture.height}, {_size(len(data))}{shown}) "
+        "ready; type what to find (or click points) and press Enter or Run",
+    )
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024:.0f} KB" if n < 1_000_000 else _mb(n)
+
+
+def _refuse(app: SegmentApp, err: Exception) -> None:
+    """No picture, and the reason in the status line (and again on Run)."""
+    app.picture, app.display_base = None, None
+    app.upload_error = str(err)
+    _message(app, f"Error: {err}", kind="error")
+    _show(app)
+
+
+def upload_changed(app: SegmentApp) -> None:
+    """Callback of the Image button (a FileUpload): read its file and take it as the picture
+    (see `_take`). A file over the upload limit (see `upload_limit`) is refused with the way
+    in that takes it."""
     try:
         name, data, size = _uploaded(app.upload.value)
-        app.name = name
         if data == TOO_LARGE_MARKER or size > app.upload_limit:
             raise TextsegError(
                 f"{name} is {_mb(size)}, over the {_mb(app.upload_limit)} upload limit here "
-                "(larger files never reach Python); save it smaller (e.g. as a JPEG, or at "
-                "4000 pixels wide), or call TextSegmenter.segment on its path"
+                f"(larger files never reach Python); use {_large_way(app)}"
             )
-        app.picture = load_image(data, name=name)  # errors name the uploaded file
     except TextsegError as err:
         if app.upload.value:
-            app.upload_error = str(err)
-            _message(app, f"Error: {err}", kind="error")
+            _forget_result(app)
+            app.name = ""
+            _refuse(app, err)
         else:
-            _message(app, str(err))
-        _show(app)
+            _forget_result(app)
+            app.picture, app.display_base, app.upload_error = None, None, None
+            _message(app, f"{err}; {_ways_in(app)}")
+            _show(app)
         return
-    w, h, app.display_scale = _display_size(app.picture.width, app.picture.height)
-    app.display_base = app.picture.resize((w, h), Image.Resampling.BILINEAR)
-    _show(app)
-    _message(
-        app,
-        f"{name} ({app.picture.width}\u00d7{app.picture.height}, {len(data) / 1024:.0f} KB) "
-        "ready; type what to find (or click points) and press Enter or Run",
-    )
+    _take(app, name, data)
+
+
+def open_source(app: SegmentApp) -> None:
+    """Callback of the File box (Enter or Open): read the path or http(s) URL typed there
+    (`textseg.images.read_source`: a size cap and a timeout for URLs) and take it as the
+    picture. Any size: the bytes do not travel through the widget."""
+    from textseg.images import read_source
+
+    text = app.source.value.strip()
+    _message(app, f"reading {text}\u2026" if text else "reading\u2026", kind="busy")
+    try:
+        name, data = read_source(text)
+    except TextsegError as err:
+        _forget_result(app)
+        app.name = ""
+        _refuse(app, err)
+        return
+    _take(app, name, data)
+
+
+def colab_upload(app: SegmentApp) -> None:
+    """Callback of "Upload (any size)" on Colab: Colab's own picker, which sends the file in
+    chunks (no size limit); the chosen file becomes the picture."""
+    _message(app, "choose a file in Colab's picker below\u2026", kind="busy")
+    try:
+        if app.picker is not None:
+            with app.picker:
+                chosen = colab.upload()
+            app.picker.clear_output()
+        else:
+            chosen = colab.upload()
+    except Exception as err:  # noqa: BLE001 - Colab's picker failed: say so, keep the UI
+        logger.debug("Colab upload failed", exc_info=True)
+        _message(app, f"Error: Colab's upload failed ({type(err).__name__}: {err})", kind="error")
+        return
+    if not chosen:
+        _message(app, "no file chosen; " + _ways_in(app))
+        return
+    name, data = chosen[-1]
+    _take(app, name, data)
+
+
+def _colab_zip(seg: Segmentation, stem: str) -> Path:
+    """The result's zip written (kill-safe: temporary name, fsync, rename) where Colab's
+    download can take it."""
+    folder = Path(tempfile.gettempdir()) / "textseg-downloads"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{stem}_textseg.zip"
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(_zip_bytes(seg))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def download_zip(app: SegmentApp) -> None:
+    """Callback of the download button on Colab: hand the result's zip to the browser."""
+    if app.zip_path is None:
+        _message(app, "nothing to download yet: press Run first")
+        return
+    try:
+        colab.download(app.zip_path)
+    except Exception as err:  # noqa: BLE001 - the widget shows a message, not a traceback
+        logger.debug("Colab download failed", exc_info=True)
+        _message(app, f"Error: Colab's download failed ({type(err).__name__}: {err})", kind="error")
 
 
 def _accepts(segmenter: Any, name: str) -> bool:
@@ -385,7 +523,7 @@ def run(app: SegmentApp) -> None:
         if app.upload_error:
             raise TextsegError(app.upload_error)
         if app.picture is None:
-            raise TextsegError("upload an image first (jpg, png or webp)")
+            raise TextsegError(f"upload an image first (jpg, png or webp); {_ways_in(app)}")
         segmenter = _segmenter(app)
         clicks: dict[str, Any] = {}
         if app.points or app.boxes:
@@ -409,7 +547,14 @@ def run(app: SegmentApp) -> None:
         app.display_base = _display_overlay(seg, app.picture)
         _show(app)
         app.table.value = _table_html(seg)
-        app.download.value = _download_html(seg, folder_name(app.name))
+        if app.on_colab and app.download_button is not None:
+            if len(seg):  # a data: link is blocked in Colab's output frame when large
+                app.zip_path = _colab_zip(seg, folder_name(app.name))
+                size = _mb(app.zip_path.stat().st_size)
+                app.download_button.description = f"Download masks + JSON (zip, {size})"
+                app.download_button.layout.display = ""
+        else:
+            app.download.value = _download_html(seg, folder_name(app.name))
         app.last = seg
         _message(app, f"{app.name}: {seg.summary()}", kind="ok")
     except (TextsegError, ValueError) as err:
@@ -444,16 +589,33 @@ def run_soon(app: SegmentApp, *, delay: float = SETTLE_SECONDS) -> None:
     app.timer = loop.call_later(delay, fire)
 
 
+def open_soon(app: SegmentApp, *, delay: float = SETTLE_SECONDS) -> None:
+    """Open the File box's path or URL once the box has settled: like `run_soon`, since Enter
+    and Open overtake the box's last keystrokes on their way from the browser."""
+    import asyncio
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        open_source(app)
+        return
+    if app.source_timer is not None:
+        app.source_timer.cancel()
+
+    def fire() -> None:
+        app.source_timer = None
+        open_source(app)
+
+    app.source_timer = loop.call_later(delay, fire)
+
+
 def clear(app: SegmentApp) -> None:
     """Callback of Clear: remove the clicked points and boxes and the result; the picture
     and the prompt stay."""
-    from PIL import Image
-
     app.points, app.boxes, app.corner, app.press, app.dragged = [], [], None, None, False
     _forget_result(app)
     if app.picture is not None:
-        w, h, _ = _display_size(app.picture.width, app.picture.height)
-        app.display_base = app.picture.resize((w, h), Image.Resampling.BILINEAR)
+        app.display_base, _ = _display_copy(app.picture)
         _message(app, f"{app.name}: cleared; type what to find (or click points), press Run")
     _show(app)
 
@@ -564,8 +726,35 @@ def build_app(
     from ipyevents import Event
 
     limit = int(max_upload_bytes or upload_limit())
-    upload = w.FileUpload(accept=ACCEPT, multiple=False, description="Image")
+    on_colab = colab.on_colab()
+    upload = w.FileUpload(
+        accept=ACCEPT, multiple=False, description="Image",
+        **_tip(w.FileUpload, f"files up to {_mb(limit)} here"),
+    )  # fmt: skip
     upload.add_class("textseg-upload")
+    source = w.Text(
+        placeholder="or a path or http(s) URL, then Enter", description="File",
+        layout=w.Layout(width="300px"), style={"description_width": "40px"},
+        **_tip(w.Text, "a file in the file browser, on a mounted Drive, or a URL; any size"),
+    )  # fmt: skip
+    source.add_class("textseg-source")
+    open_button = w.Button(
+        description="Open", icon="folder-open", layout=w.Layout(width="auto"),
+        **_tip(w.Button, "or Enter"),
+    )  # fmt: skip
+    open_button.add_class("textseg-open")
+    big_upload = w.Button(
+        description="Upload (any size)", icon="upload",
+        layout=w.Layout(width="auto", display="" if on_colab else "none"),
+        **_tip(w.Button, "Colab's own upload: no size limit"),
+    )  # fmt: skip
+    big_upload.add_class("textseg-colab-upload")
+    picker = w.Output()
+    download_button = w.Button(
+        description="Download masks + JSON", icon="download", button_style="success",
+        layout=w.Layout(width="auto", display="none"),
+    )  # fmt: skip
+    download_button.add_class("textseg-download-button")
     prompt = w.Text(
         placeholder="what to find, e.g. skateboard, cap", description="Prompt",
         layout=w.Layout(width="360px"),
@@ -609,13 +798,22 @@ def build_app(
     help_text = w.HTML(f"{_CSS}<small>{_HELP}</small>{_guard_html(limit)}")
     root = w.VBox(
         [
-            w.HBox([upload, prompt, button, clear_button]),
+            w.HBox(  # one row on a 1280-pixel screen, so the picture fits below
+                [upload, big_upload, source, open_button, prompt, button, clear_button],
+                layout=w.Layout(flex_flow="row wrap"),
+            ),
+            picker,
             w.HBox([box, text]),
             help_text,
             w.HBox([w.Label("Click adds"), mode, backend, w.HTML(f"<small>{_CLICK_HELP}</small>")]),
             status,
             w.HBox(
-                [image, w.VBox([table, download], layout=w.Layout(margin="0 0 0 12px"))],
+                [
+                    image,
+                    w.VBox(
+                        [table, download, download_button], layout=w.Layout(margin="0 0 0 12px")
+                    ),
+                ],
                 layout=w.Layout(align_items="flex-start", flex_flow="row wrap"),
             ),
         ]
@@ -625,12 +823,21 @@ def build_app(
         root=root, upload=upload, prompt=prompt, box_threshold=box, text_threshold=text,
         run_button=button, clear_button=clear_button, mode=mode, backend=backend,
         status=status, image=image, events=events, table=table, download=download,
-        factory=_factory(segmenter), upload_limit=limit,
+        factory=_factory(segmenter), upload_limit=limit, source=source,
+        open_button=open_button, colab_upload=big_upload, picker=picker,
+        download_button=download_button, on_colab=on_colab,
     )  # fmt: skip
     if segmenter is not None and hasattr(segmenter, "segment"):
         app.segmenters[DEFAULT_BACKEND] = segmenter  # type: ignore[assignment]
         backend.disabled = True  # the caller chose the models
     upload.observe(lambda _change: upload_changed(app), names="value")
+    open_button.on_click(lambda _button: open_soon(app))
+    big_upload.on_click(lambda _button: colab_upload(app))
+    download_button.on_click(lambda _button: download_zip(app))
+    source.on_msg(
+        lambda _w, content, _b: content.get("event") == "submit" and open_soon(app)
+    )  # Enter in the File box
+    source.observe(lambda _change: app.source_timer is not None and open_soon(app), names="value")
     button.on_click(lambda _button: run_soon(app))
     clear_button.on_click(lambda _button: clear(app))
     events.on_dom_event(lambda event: image_event(app, event))
@@ -641,7 +848,10 @@ def build_app(
 
     prompt.on_msg(submitted)
     prompt.observe(lambda _change: app.timer is not None and run_soon(app), names="value")
-    _message(app, "upload an image (jpg, png or webp), type what to find, press Enter or Run")
+    _message(
+        app, f"upload an image (jpg, png or webp; {_ways_in(app)}), type what to find, "
+        "press Enter or Run",
+    )  # fmt: skip
     return app
 
 
@@ -653,11 +863,5 @@ def launch(segmenter: SegmenterSource = None, *, max_upload_bytes: int | None = 
     On Colab this turns on Colab's custom widget manager, which the picture's click events
     (ipyevents) need.
     """
-    if "google.colab" in sys.modules:
-        try:
-            from google.colab import output
-
-            output.enable_custom_widget_manager()
-        except Exception:  # noqa: BLE001 - clicks are optional; the rest of the UI works
-            logger.warning("could not enable Colab's custom widget manager; clicks may not work")
+    colab.enable_widgets()
     return build_app(segmenter, max_upload_bytes=max_upload_bytes).root

@@ -131,6 +131,28 @@ def model_and_classes(
     return model, names, ckpt
 
 
+@torch.no_grad()
+def mistake_probabilities(
+    model: ViT,
+    images: torch.Tensor,
+    wrong: torch.Tensor,
+    *,
+    device: torch.device,
+    batch_size: int,
+    tta_flip: bool,
+) -> torch.Tensor:
+    """(N, K) softmax of the images at the indices ``wrong`` (uint8 (N, C, H, W)), scored as
+    evaluation scores them (mirror-averaged logits with ``tta_flip``); NaN in the other rows,
+    which are not computed. For the misclassified figure's order and titles."""
+    probs = torch.full((len(images), model.config.num_classes), float("nan"))
+    for start in range(0, len(wrong), batch_size):
+        idx = wrong[start : start + batch_size]
+        x = normalize(images[idx].to(device))
+        logits = (model(x) + model(x.flip(-1))) / 2 if tta_flip else model(x)
+        probs[idx] = logits.float().softmax(dim=-1).cpu()
+    return probs
+
+
 def run_history(checkpoint: str | os.PathLike, ckpt: dict[str, Any]) -> list[dict[str, Any]]:
     """The whole run's history. best.pt stores the history up to its own epoch; the run folder's
     metrics.jsonl (kept in line with last.pt) has every epoch, and is used when it continues
@@ -179,10 +201,14 @@ def evaluate(
         true, pred, labels=labels, target_names=classes, output_dict=True, zero_division=0
     )
     cm = confusion_matrix(true, pred, labels=labels)
+    probs = mistake_probabilities(
+        model, test.images, torch.nonzero(true != pred).flatten(), device=dev,
+        batch_size=tcfg.eval_batch_size, tta_flip=tcfg.tta_flip,
+    )  # fmt: skip
     figures = {
         "confusion": plot_confusion(cm, classes),
         "misclassified": plot_misclassified(
-            test.images.cpu(), true, pred, classes, n=n_misclassified
+            test.images.cpu(), true, pred, classes, n=n_misclassified, probs=probs
         ),
     }
     history = run_history(checkpoint, ckpt)

@@ -10,11 +10,25 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-__all__ = ["plot_attention", "plot_confusion", "plot_curves", "plot_misclassified"]
+__all__ = ["plot_attention", "plot_confusion", "plot_curves", "plot_misclassified", "plural"]
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """'1 epoch', '2 epochs', '0 images' (``words``: an irregular plural)."""
+    return f"{n:,} {word if n == 1 else (words or word + 's')}"
+
+
+def cell_text(fraction: float) -> str:
+    """A confusion cell as a percentage of its true class: '' for an empty cell (no '0.00'
+    clutter), '<1' for a few, else a whole number ('87')."""
+    if fraction <= 0:
+        return ""
+    return "<1" if fraction < 0.005 else f"{100 * fraction:.0f}"
 
 
 def plot_confusion(cm: np.ndarray, classes: Sequence[str], *, normalize: bool = True) -> Figure:
-    """Confusion matrix (rows: true class, columns: predicted), row-normalised by default."""
+    """Confusion matrix (rows: true class, columns: predicted), row-normalised by default: each
+    cell is the percentage of its true class (empty cells left blank)."""
     cm = np.asarray(cm, dtype=float)
     shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
     k = len(classes)
@@ -22,13 +36,15 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], *, normalize: bool = 
     fig = Figure(figsize=(side + 1.0, side), layout="constrained")
     ax = fig.add_subplot()
     im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
-    fig.colorbar(im, ax=ax, shrink=0.8)
+    bar = fig.colorbar(im, ax=ax, shrink=0.8)
+    if normalize:
+        bar.set_ticks([0, 0.25, 0.5, 0.75, 1], labels=["0%", "25%", "50%", "75%", "100%"])
     ax.set(
         xticks=range(k),
         yticks=range(k),
         xlabel="predicted",
         ylabel="true",
-        title="confusion matrix" + (" (fraction of each true class)" if normalize else ""),
+        title="confusion matrix" + (" (% of each true class)" if normalize else ""),
     )
     fontsize = 9 if k <= 20 else max(3, int(400 / k))  # 100 classes: 4 pt
     ax.set_xticklabels(classes, rotation=90 if k > 20 else 45, ha="right", fontsize=fontsize)
@@ -40,10 +56,10 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], *, normalize: bool = 
                 ax.text(
                     j,
                     i,
-                    f"{v:.2f}" if normalize else f"{int(v)}",
+                    cell_text(v) if normalize else (f"{int(v)}" if v else ""),
                     ha="center",
                     va="center",
-                    fontsize=7,
+                    fontsize=8,
                     color="white" if v > 0.5 * shown.max() else "black",
                 )
     return fig
@@ -73,6 +89,19 @@ def plot_curves(history: Sequence[dict[str, Any]], *, best_epoch: int | None = N
     return fig
 
 
+def misclassified_order(
+    true: torch.Tensor, pred: torch.Tensor, probs: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Indices of the misclassified images, the most confident mistakes first (by the
+    probability given to the predicted class; index order without ``probs``)."""
+    wrong = torch.nonzero(true != pred).flatten()
+    if probs is None or len(wrong) == 0:
+        return wrong
+    confidence = probs[wrong, pred[wrong]].float()
+    order = torch.sort(confidence, descending=True, stable=True).indices
+    return wrong[order]
+
+
 def plot_misclassified(
     images: torch.Tensor,
     true: torch.Tensor,
@@ -80,45 +109,71 @@ def plot_misclassified(
     classes: Sequence[str],
     *,
     n: int = 25,
+    probs: torch.Tensor | None = None,
 ) -> Figure:
-    """Grid of up to ``n`` misclassified images (uint8 (N, C, H, W)) titled 'true → predicted'."""
-    wrong = torch.nonzero(true != pred).flatten()[:n]
+    """Grid of up to ``n`` misclassified images (uint8 (N, C, H, W)), each titled with its
+    predicted class and the probability given to it, and its true class. With ``probs``
+    ((N, K) softmax) the most confident mistakes come first."""
+    total = int((true != pred).sum())
+    wrong = misclassified_order(true, pred, probs)[:n]
     cols = max(1, min(5, len(wrong)))
     rows = max(1, -(-len(wrong) // cols))
-    fig = Figure(figsize=(2.0 * cols, 2.2 * rows), layout="constrained")
-    fig.suptitle(f"misclassified: {int((true != pred).sum())} of {len(true)}")
+    fig = Figure(figsize=(2.4 * cols, 2.7 * rows + 0.4), layout="constrained")
+    order = ", most confident first" if probs is not None and total else ""
+    fig.suptitle(
+        f"misclassified: {total:,} of {plural(len(true), 'test image')}{order}", fontsize=12
+    )
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax in axes:
         ax.axis("off")
     for ax, i in zip(axes, wrong.tolist()):
         ax.imshow(images[i].permute(1, 2, 0).numpy())
-        ax.set_title(f"{classes[int(true[i])]} → {classes[int(pred[i])]}", fontsize=8)
+        p = f" {float(probs[i, pred[i]]):.0%}" if probs is not None else ""
+        ax.set_title(
+            f"predicted {classes[int(pred[i])]}{p}\ntrue {classes[int(true[i])]}", fontsize=10
+        )
     return fig
 
 
 ATTENTION_CAPTION = (
-    "Bottom row: the attention that each image patch gets in the last block, averaged over heads "
-    "(from the [CLS] token, or with mean pooling from all tokens); each map is scaled to its own "
-    "maximum, so 1 marks the patch attended to most."
+    "Under each image: the attention that each image patch gets in the last block, averaged over "
+    "heads (from the [CLS] token, or with mean pooling from all tokens), laid over the image. One "
+    "colour scale for all maps: 1 marks the patch attended to most in this figure."
 )
+ATTENTION_COLUMNS = 5  # image/overlay pairs per row: 10 classes fit 11 inches
 
 
 def plot_attention(images: torch.Tensor, heat: torch.Tensor, labels: Sequence[str]) -> Figure:
-    """Images (uint8 (N, C, H, W)) above their last-block attention heat maps ((N, h, w)), with a
-    colour bar and a caption that says what the maps show."""
+    """Images (uint8 (N, C, H, W)), each above itself with its last-block attention map
+    ((N, h, w), upsampled to the image) laid over it; all maps share one colour scale and one
+    colour bar, and a caption says what they show. At most ATTENTION_COLUMNS images a row."""
     n = len(images)
-    fig = Figure(figsize=(max(6.0, 2.0 * n + 1.0), 4.8), layout="constrained")
-    fig.suptitle("where the last block looks")
-    axes = np.atleast_2d(fig.subplots(2, n)).reshape(2, n)
+    cols = max(1, min(ATTENTION_COLUMNS, n))
+    pair_rows = max(1, -(-n // cols))
+    fig = Figure(figsize=(2.2 * cols + 1.2, 4.4 * pair_rows + 0.9), layout="constrained")
+    fig.suptitle("where the last block looks", fontsize=13)
+    grid = np.atleast_2d(fig.subplots(2 * pair_rows, cols)).reshape(2 * pair_rows, cols)
+    for ax in grid.ravel():
+        ax.axis("off")
+    peak = float(heat.float().max()) or 1.0  # one scale: every map over the common maximum
     im = None
     for i in range(n):
-        axes[0, i].imshow(images[i].permute(1, 2, 0).numpy())
-        axes[0, i].set_title(labels[i], fontsize=8)
-        h = heat[i].float()
-        im = axes[1, i].imshow((h / h.max().clamp_min(1e-12)).numpy(), cmap="magma", vmin=0, vmax=1)
-        for ax in axes[:, i]:
-            ax.axis("off")
+        r, c = divmod(i, cols)
+        top, bottom = grid[2 * r, c], grid[2 * r + 1, c]
+        picture = images[i].permute(1, 2, 0).numpy()
+        height, width = picture.shape[:2]
+        top.imshow(picture)
+        top.set_title(labels[i], fontsize=11)
+        bottom.imshow(picture)
+        im = bottom.imshow(
+            (heat[i].float() / peak).numpy(), cmap="magma", vmin=0.0, vmax=1.0, alpha=0.6,
+            extent=(-0.5, width - 0.5, height - 0.5, -0.5), interpolation="bilinear",
+        )  # fmt: skip
+    for ax in grid.ravel():
+        if not ax.has_data():  # the empty places of a last, shorter row
+            fig.delaxes(ax)
     if im is not None:
-        fig.colorbar(im, ax=axes[1, :].tolist(), shrink=0.9, label="relative attention")
-    fig.supxlabel(ATTENTION_CAPTION, fontsize=8, wrap=True)
+        overlays = [ax for ax in grid[1::2, :].ravel() if ax.has_data()]
+        fig.colorbar(im, ax=overlays, shrink=0.9, label="relative attention")
+    fig.supxlabel(ATTENTION_CAPTION, fontsize=9, wrap=True)
     return fig

@@ -434,3 +434,45 @@ def test_a_click_on_the_picture_is_a_point_prompt(page, sample_image, tmp_path):
     text = _wait_status(driver, "clicks.jpg: .*object")
     assert "Error" not in text
     _screenshot(driver, "textseg_ui_point.jpg")
+
+
+def test_the_file_box_opens_a_path_typed_in_the_browser(page, tmp_path):
+    """Issue 16: a photo over the Image button's limit comes in through the File box: its
+    path typed in the page and Enter (then a wrong path: one line, no picture)."""
+    from PIL import Image
+
+    from textseg.testing import make_sample_image
+
+    driver, _ = page
+    big = make_sample_image(tmp_path / "big photo.png", height=1500, width=2000)
+    noise = Image.effect_noise((2000, 1500), 90).convert("RGB")  # so PNG stays large
+    Image.blend(Image.open(big).convert("RGB"), noise, 0.5).save(big)
+    assert big.stat().st_size > 1_000_000
+    box = driver.find_element(By.CSS_SELECTOR, ".textseg-source input")
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(Keys.DELETE)
+    box.send_keys(str(big), Keys.ENTER)
+    text = _wait_status(driver, "big photo.png .* ready")
+    assert "2000\u00d71500" in text and "shown at 587\u00d7440" in text
+    shown = _wait(
+        driver,
+        "const i = document.querySelector('.textseg-image');"
+        "return i && i.offsetWidth > 0 && i.naturalWidth > 0 && [i.naturalWidth, i.naturalHeight];",
+        "the preview of the opened file",
+    )
+    assert shown == [587, 440]  # downscaled in Python: only the small JPEG reached the page
+    prompt = driver.find_element(By.CSS_SELECTOR, ".textseg-prompt input")
+    prompt.send_keys(Keys.CONTROL, "a")
+    prompt.send_keys("cat", Keys.ENTER)
+    _wait_status(driver, "big photo.png: .*object")
+    href = driver.find_element(By.CSS_SELECTOR, ".textseg-download a").get_attribute("href")
+    with zipfile.ZipFile(io.BytesIO(base64.b64decode(href.split(",", 1)[1]))) as zf:
+        data = json.loads(zf.read("segmentation.json"))
+    assert data["image"] == {"height": 1500, "width": 2000}  # segmented at full size
+    # The Open button, with a path that does not exist.
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(str(tmp_path / "nope.jpg"))
+    driver.find_element(By.CSS_SELECTOR, ".textseg-open").click()
+    text = _wait_status(driver, "no such file")
+    assert text.startswith("Error: ") and "nope.jpg" in text and "\n" not in text
+    assert not driver.find_element(By.CSS_SELECTOR, ".textseg-image").is_displayed()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,8 @@ def test_notebook_runs_headless_with_tiny_local_models(
     )
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "3 objects" in text
+    boxes = re.findall(r"  box (.*)", text)  # printed rounded, not as 159.3000030517578
+    assert len(boxes) == 3 and all(re.fullmatch(r"\d+\.\d(, \d+\.\d){3}", b) for b in boxes), boxes
     folder = out_dir / sample_image.stem
     assert (folder / "overlay.png").is_file() and (folder / "segmentation.json").is_file()
     assert len(list(folder.glob("mask_*.png"))) == 3

@@ -426,3 +426,274 @@ def test_launch_returns_a_widget_with_the_controls(text_segmenter):
     sliders = [x for x in walk(root) if isinstance(x, w.FloatSlider)]
     # the thresholds are explained (ipywidgets 8: tooltip; 7: description_tooltip)
     assert all(getattr(s, "tooltip", None) or s.description_tooltip for s in sliders)
+
+
+# ---- every way in: the Image button, the File box (path or URL), Colab's Upload (any size) --
+
+
+class FakeColabFiles:
+    """google.colab.files as the kernel sees it: upload() returns what the user picked in
+    Colab's picker ({name: bytes}); download(path) records what was handed to the browser."""
+
+    def __init__(self):
+        self.picked: dict[str, bytes] = {}
+        self.downloads: list[tuple[str, bytes]] = []
+
+    def upload(self):
+        return dict(self.picked)
+
+    def download(self, path):
+        with open(path, "rb") as f:
+            self.downloads.append((str(path), f.read()))
+
+
+@pytest.fixture
+def fake_colab(monkeypatch):
+    """A Colab runtime for the UI: a `google.colab` module with files and output."""
+    import importlib.util
+    import sys
+    import types
+
+    files = FakeColabFiles()
+    colab = types.ModuleType("google.colab")
+    colab.files = types.ModuleType("google.colab.files")
+    colab.files.upload, colab.files.download = files.upload, files.download
+    colab.output = types.ModuleType("google.colab.output")
+    colab.output.enable_custom_widget_manager = lambda: None
+    if importlib.util.find_spec("google") is None:
+        monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    for name, module in (("google.colab", colab), ("google.colab.files", colab.files),
+                         ("google.colab.output", colab.output)):  # fmt: skip
+        monkeypatch.setitem(sys.modules, name, module)
+    return files
+
+
+@pytest.fixture(scope="module")
+def phone_photo(tmp_path_factory) -> tuple[str, bytes]:
+    """A 4000×3000 JPEG of about 6 MB (noise, so that JPEG cannot make it small)."""
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (3000, 4000, 3), dtype=np.uint8))
+    for quality in range(50, 96, 5):
+        buf = io.BytesIO()
+        image.save(buf, format="JPEG", quality=quality)
+        if len(buf.getvalue()) >= 6_000_000:
+            break
+    data = buf.getvalue()
+    assert 6_000_000 <= len(data) < 7_500_000
+    path = tmp_path_factory.mktemp("photos") / "phone.jpg"
+    path.write_bytes(data)
+    return str(path), data
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A folder served over http on 127.0.0.1 by a thread: (folder, base URL)."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def _open(app, text: str) -> None:
+    """Type `text` in the File box and press Enter, as the browser sends it."""
+    app.source.value = text
+    _message(app.source, {"event": "submit"})
+
+
+def _ran_at_full_size(app, fake: FakeSegmenter) -> None:
+    """The picture is shown downscaled and segmented at full size."""
+    assert app.picture.size == (4000, 3000)
+    assert _shown(app).size == (587, 440) and len(bytes(app.image.value)) < 300_000
+    assert "4000\u00d73000" in app.status.value and "shown at 587\u00d7440" in app.status.value
+    app.prompt.value = "cat"
+    run(app)
+    assert fake.calls and app.last.image_size == (3000, 4000)  # the segmenter saw full size
+    assert _shown(app).size == (587, 440)
+
+
+def test_the_file_box_takes_a_local_file_and_a_url(served, sample_image):
+    folder, url = served
+    photo = folder / "street photo.png"
+    photo.write_bytes(_png(sample_image))
+    fake = FakeSegmenter()
+    app = build_app(fake)
+    _open(app, f"  '{photo}'  ")  # pasted with quotes and spaces
+    assert app.picture is not None and app.picture.size == (320, 240)
+    assert "street photo.png (320\u00d7240" in app.status.value and "ready" in app.status.value
+    app.prompt.value = "cat"
+    run(app)
+    assert app.last is not None and "street photo.png: 1 object" in app.status.value
+    assert app.download.value  # off Colab: the link
+    # A URL, on a server on 127.0.0.1; the click on Open does the same as Enter.
+    app.source.value = f"{url}/street%20photo.png"
+    _message(app.open_button, {"event": "click"})
+    assert app.picture is not None and app.name == "street photo.png"
+    assert app.last is None and app.download.value == ""  # the old result is gone
+    run(app)
+    assert len(fake.calls) == 2 and "street photo.png: 1 object" in app.status.value
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "type a file path or an http(s) URL first"),
+        ("/no/such/photo.jpg", "/no/such/photo.jpg: no such file"),
+        ("/content/drive/MyDrive/photo.jpg", "Google Drive is not mounted"),
+        ("ftp://example.com/a.jpg", "only http(s) URLs and file paths"),
+        ("{url}/missing.jpg", "the server answered 404"),
+        ("{url}/notes.txt", "notes.txt: not an image"),
+        ("http://127.0.0.1:9/a.jpg", "cannot be downloaded"),
+    ],
+)
+def test_the_file_box_says_what_was_wrong_in_one_line(served, sample_image, text, message):
+    folder, url = served
+    (folder / "notes.txt").write_text("hello, not pixels")
+    fake = FakeSegmenter()
+    app = build_app(fake)
+    _open(app, "")
+    _set_upload(app.upload, _upload("ok.png", _png(sample_image)))
+    assert app.picture is not None
+    _open(app, text.format(url=url))
+    assert message in app.status.value and "Error" in app.status.value
+    assert "\n" not in app.status.value and "Traceback" not in app.status.value
+    assert app.picture is None and app.image.layout.display == "none"
+    app.prompt.value = "cat"
+    run(app)
+    assert fake.calls == [] and message in app.status.value  # the old picture is gone
+
+
+def test_a_url_download_has_a_size_cap_and_a_timeout(served):
+    import http.server
+    import threading
+
+    from textseg.errors import ImageLoadError
+    from textseg.images import read_source
+
+    folder, url = served
+    (folder / "big.bin").write_bytes(b"x" * 200_000)
+    with pytest.raises(ImageLoadError, match=r"big.bin: 0.2 MB, over the 0 MB limit for URLs"):
+        read_source(f"{url}/big.bin", max_bytes=100_000)
+
+    class NoLength(http.server.BaseHTTPRequestHandler):  # no Content-Length: the cap on read
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            if self.path == "/slow":
+                threading.Event().wait(3)
+            self.wfile.write(b"y" * 200_000)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NoLength)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(ImageLoadError, match="over the 0 MB limit for URLs"):
+            read_source(f"{base}/stream", max_bytes=100_000)
+        name, data = read_source(f"{base}/stream", max_bytes=300_000)
+        assert name == "stream" and len(data) == 200_000
+        with pytest.raises(ImageLoadError, match=r"/slow: no answer within 0.5 s"):
+            read_source(f"{base}/slow", timeout=0.5)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_6mb_phone_photo_through_each_way_in_on_colab(fake_colab, phone_photo, served):
+    path, data = phone_photo
+    folder, url = served
+    (folder / "phone.jpg").write_bytes(data)
+    fake = FakeSegmenter()
+    app = build_app(fake)
+    assert app.on_colab and app.upload_limit == 700_000
+    assert app.colab_upload.layout.display != "none"
+    assert "Image takes files up to 0.7 MB here" in app.status.value
+    assert "Upload (any size)" in app.status.value
+
+    # The Image button: the page's guard sends a marker; the status names the ways that work.
+    _set_upload(app.upload, _upload("phone.jpg", TOO_LARGE_MARKER, "image/jpeg", size=len(data)))
+    status = app.status.value
+    assert f"phone.jpg is {len(data) / 1e6:.1f} MB, over the 0.7 MB upload limit here" in status
+    assert "use Upload (any size), or its path or an http(s) URL in the File box" in status
+    assert app.picture is None
+
+    # Colab's Upload (any size): the picker's file becomes the picture.
+    fake_colab.picked = {"phone.jpg": data}
+    _message(app.colab_upload, {"event": "click"})
+    _ran_at_full_size(app, fake)
+    # On Colab the zip goes through files.download, not a data: link.
+    assert app.download.value == "" and app.download_button.layout.display != "none"
+    assert "Download masks + JSON (zip," in app.download_button.description
+    _message(app.download_button, {"event": "click"})
+    (sent, zipped), = fake_colab.downloads  # fmt: skip
+    assert sent.endswith("phone_textseg.zip")
+    with zipfile.ZipFile(io.BytesIO(zipped)) as zf:
+        assert Image.open(io.BytesIO(zf.read("mask_00_cat.png"))).size == (4000, 3000)
+        assert json.loads(zf.read("segmentation.json"))["source"] == "phone.jpg"
+
+    # The File box: a path (a file in Colab's file browser) and a URL.
+    for text in (path, f"{url}/phone.jpg"):
+        _open(app, text)
+        assert app.last is None and app.download_button.layout.display == "none"
+        _ran_at_full_size(app, fake)
+
+    # Nothing picked in Colab's picker: the picture stays, the status says what to do.
+    fake_colab.picked = {}
+    _message(app.colab_upload, {"event": "click"})
+    assert "no file chosen" in app.status.value and app.picture is not None
+
+
+def test_a_6mb_phone_photo_through_each_way_in_elsewhere(phone_photo, served):
+    path, data = phone_photo
+    folder, url = served
+    (folder / "phone.jpg").write_bytes(data)
+    fake = FakeSegmenter()
+    app = build_app(fake)
+    assert not app.on_colab and app.colab_upload.layout.display == "none"
+    assert "larger photos: its path or an http(s) URL in the File box" in app.status.value
+    _set_upload(app.upload, _upload("phone.jpg", data, "image/jpeg"))  # under the 10 MB limit
+    _ran_at_full_size(app, fake)
+    assert _zip(app).namelist()  # off Colab: the data: link
+    for text in (path, f"{url}/phone.jpg"):
+        _open(app, text)
+        _ran_at_full_size(app, fake)
+    # Over the limit: the File box is the way.
+    small = build_app(FakeSegmenter(), max_upload_bytes=1_000_000)
+    _set_upload(small.upload, _upload("phone.jpg", TOO_LARGE_MARKER, size=len(data)))
+    assert "use its path or an http(s) URL in the File box" in small.status.value
+
+
+def test_enter_in_the_file_box_waits_for_its_last_keystrokes(tmp_path, sample_image):
+    """Enter overtakes the box's held-back keystrokes in the browser (as in the prompt): the
+    box is read once it has settled, with its final value."""
+    import asyncio
+
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(_png(sample_image))
+    app = build_app(FakeSegmenter())
+
+    async def typing_fast_then_enter():
+        app.source.value = str(photo)[:1]  # "/"
+        _message(app.source, {"event": "submit"})
+        await asyncio.sleep(0.05)
+        app.source.value = str(photo)
+        assert app.picture is None
+        await asyncio.sleep(0.5)
+
+    asyncio.run(typing_fast_then_enter())
+    assert app.picture is not None and app.name == "photo.png" and app.source_timer is None

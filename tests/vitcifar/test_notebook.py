@@ -75,4 +75,5 @@ def test_q1_runs_headless_and_writes_metrics_and_figures(image_folder, tmp_path)
     )  # curves, confusion matrix, misclassified grid, attention maps shown inline
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "test accuracy" in text and "32 train / 8 val / 64 test images" in text
+    assert ", 1 epoch, batch 16" in text and 'device: CPU (DEVICE = "cpu")' in text
     assert text.count("  predicted ") == 8  # the "use your model" cell, on 8 test images

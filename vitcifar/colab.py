@@ -1,0 +1,66 @@
+"""What is Colab-specific in the q1 notebook: the GPU check and the Google Drive mount.
+
+Elsewhere both are no-ops: the GPU check only names the device, and the run folder stays where
+the notebook says. Nothing here prints (the notebook prints the lines these return), and
+nothing happens at import.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+__all__ = ["DRIVE_MOUNT", "NO_GPU", "check_gpu", "on_colab", "runs_folder"]
+
+NO_GPU = "no GPU: Runtime \u2192 Change runtime type \u2192 T4 GPU"
+DRIVE_MOUNT = "/content/drive"  # where Colab mounts Google Drive
+
+
+def on_colab() -> bool:
+    """True inside a Colab runtime (its ``google.colab`` module is loaded there)."""
+    return "google.colab" in sys.modules
+
+
+def check_gpu(device: str = "auto") -> tuple[bool, str]:
+    """(ok, one line) for the device a run will use.
+
+    With a GPU: (True, "GPU: <its name>"). ``device="cpu"``: (True, "device: CPU ...").
+    On Colab without a GPU, for "auto" or "cuda": (False, NO_GPU), so the notebook can stop
+    before a CPU run crashes the session or takes a day. Elsewhere without a GPU: (True, a line
+    saying the CPU is used)."""
+    if device == "cpu":
+        return True, 'device: CPU (DEVICE = "cpu")'
+    if torch.cuda.is_available():
+        return True, f"GPU: {torch.cuda.get_device_name(0)}"
+    if on_colab():
+        return False, NO_GPU
+    return True, "no GPU found: training runs on the CPU (slow)"
+
+
+def runs_folder(
+    *, save_to_drive: bool, drive_folder: str | Path, session_folder: str | Path
+) -> tuple[Path, str | None]:
+    """(the folder that holds run folders, a warning or None).
+
+    On Colab with ``save_to_drive``, Google Drive is mounted at DRIVE_MOUNT (Colab asks for
+    access in every new session) and ``drive_folder`` is used. A refused or failed mount (the
+    consent popup closed, a scope left unticked, "credential propagation was unsuccessful")
+    is not an error: the run goes to ``session_folder`` and the warning says that it is lost
+    with the session. Elsewhere: ``session_folder``, no warning."""
+    session = Path(session_folder)
+    if not (save_to_drive and on_colab()):
+        return session, None
+    try:
+        from google.colab import drive
+
+        drive.mount(DRIVE_MOUNT)
+    except Exception as err:  # noqa: BLE001 - any failed mount falls back to the session
+        why = " ".join(str(err).split()) or type(err).__name__
+        return session, (
+            f"warning: Google Drive was not mounted ({why}); the run folder is in this "
+            f"session ({session.resolve()}) and is lost when the session ends. Run all again "
+            "and allow Drive access to keep it."
+        )
+    return Path(drive_folder), None
