@@ -95,24 +95,26 @@ def _size_field(size: Any, name: str) -> Any:
 # The shortest side, in pixels of the model's input, that an image keeps after the
 # processor's resize. The resize caps the longest side (1333 at 800), so a 10000 x 10 image
 # would get a side of 0 pixels (transformers then fails with "SizeDict(height=0 ...)"); such
-# an image is padded instead (black, below or right of it) until its short side survives.
+# an image is padded instead (black, on both sides of its short side, so it stays in the
+# middle) until its short side survives, and the boxes are mapped back onto the image.
 MIN_INPUT_SIDE = 64
 
 
-def _pad_to_aspect(image: Image.Image, *, longest: int) -> Image.Image:
-    """`image` padded (black, at the bottom or right) so that when the processor resizes its
-    longest side to at most `longest` pixels its shortest keeps MIN_INPUT_SIDE; `image`
-    itself when it already does. Pixel coordinates of the original are unchanged."""
+def _pad_to_aspect(image: Image.Image, *, longest: int) -> tuple[Image.Image, tuple[int, int]]:
+    """`image` padded (black, centred) so that when the processor resizes its longest side
+    to at most `longest` pixels its shortest keeps MIN_INPUT_SIDE, and where the image's
+    top left corner went (dx, dy); `image` itself and (0, 0) when it already does."""
     from PIL import Image as PILImage
 
     w, h = image.size
     need = math.ceil(max(w, h) * MIN_INPUT_SIDE / max(1, longest))
     if min(w, h) >= need:
-        return image
+        return image, (0, 0)
     size = (w, max(h, need)) if w >= h else (max(w, need), h)
+    corner = ((size[0] - w) // 2, (size[1] - h) // 2)
     padded = PILImage.new("RGB", size)
-    padded.paste(image.convert("RGB"), (0, 0))
-    return padded
+    padded.paste(image.convert("RGB"), corner)
+    return padded, corner
 
 
 @dataclass
@@ -342,7 +344,7 @@ class GroundingDinoDetector:
         token_phrase = token_phrase_ids(self._tokenize(prompt)["offset_mapping"], prompt.spans)
         text = self.processor.tokenizer(prompt.text, return_tensors="pt")
         inputs = {k: v.to(self.runtime.device) for k, v in text.items()}
-        seen = _pad_to_aspect(image, longest=self._longest_edge(size))  # extreme aspect ratios
+        seen, (dx, dy) = _pad_to_aspect(image, longest=self._longest_edge(size))  # 10000 x 10
         with self._lock:
             entry = self._image_entry(seen, size)
             inputs["pixel_values"] = entry.pixel_values
@@ -358,7 +360,8 @@ class GroundingDinoDetector:
         boxes = decode_boxes(
             outputs.pred_boxes[0].float().cpu(), height=seen.height, width=seen.width
         )
-        if seen is not image:  # padded: keep what lies on the image itself
+        if seen is not image:  # padded: back onto the image, keep what lies on it
+            boxes = boxes - np.array([dx, dy, dx, dy], dtype=np.float32)
             boxes = clip_boxes(boxes, height=image.height, width=image.width)
             keep &= (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         return Detections(
