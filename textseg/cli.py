@@ -4,20 +4,28 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import math
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 from textseg.backends import BACKENDS, DEFAULT_BACKEND
-from textseg.errors import ModelLoadError, PromptError, TextsegError
+from textseg.errors import ModelLoadError, OutputError, PromptError, TextsegError
+from textseg.lock import folder_lock
 
 __all__ = ["main"]
 
 EPILOG = """\
 outputs: OUT/<image name>/overlay.png, mask_NN_<label>.png (one per object) and
 segmentation.json (prompt, image size, per object label, score, mask_score, XYXY box and
-COCO RLE mask). Running again replaces an image's own results; a folder holding another
-image's results is never written over (OUT/<name>_2 is used, and a note says so).
+COCO RLE mask). Running again skips the images (and videos) whose folder already holds
+their complete result made with the same settings (prompt, thresholds, models, the same
+file), finishes those a kill interrupted and redoes the rest, replacing an image's own
+results; a folder holding another image's results is never written over (OUT/<name>_2 is
+used, and a note says so). One run at a time per OUT: OUT/.textseg.lock (removed at the
+end) names the running one's PID; a lock left by a killed run is taken over.
 
 videos (.mp4 .mov .m4v .mkv .webm .avi ...): the finder runs on every --every-th frame and
 SAM 2 tracks the objects in between, each with one id. OUT/<video name>/overlay.mp4,
@@ -38,7 +46,10 @@ backend, --sam3 ID_OR_PATH loads SAM 3 as a semantic checker: each object gets t
 the JSON, and --min-text-match drops objects below it (experimental).
 
 exit status: 0 all images done, 1 some images skipped or a model failed to load,
-2 bad arguments.
+2 bad arguments, checked before any image is read: also boxes or points that fit no image
+(inverted, no area, not finite, negative, only negative points), an input or --out that is
+a symlink loop, and an --out that cannot be written (read-only, no permission, disk full)
+or is in use by another run (the line names its PID).
 """
 
 
@@ -87,6 +98,17 @@ def _box(text: str) -> tuple[tuple[float, float, float, float], str | None]:
             f"{text!r} is not x0,y0,x1,y1[,name] (pixels, e.g. 10,20,200,180)"
         )
     name = ",".join(parts[4:]).strip() or None
+    x0, y0, x1, y1 = coords
+    if not all(math.isfinite(v) for v in coords):
+        raise argparse.ArgumentTypeError(f"{text!r} has a coordinate that is not a finite number")
+    if not (x1 > x0 and y1 > y0):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has no area: give x0 < x1 and y0 < y1 (pixels, XYXY)"
+        )
+    if x1 <= 0 or y1 <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} lies left of or above every image (pixels count from 0 at the top left)"
+        )
     return coords, name  # type: ignore[return-value]
 
 
@@ -101,7 +123,30 @@ def _point(text: str) -> tuple[float, float, int]:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not x,y[,label] (pixels; label 1 = on the object, 0 = not on it)"
         )
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise argparse.ArgumentTypeError(f"{text!r} has a coordinate that is not a finite number")
+    if x < 0 or y < 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} lies outside every image (pixels count from 0 at the top left)"
+        )
     return x, y, label
+
+
+def _symlink_loop(path: Path) -> bool:
+    """True when `path`, or a folder on the way to it, is a symlink loop."""
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13: "Symlink loop from ..."
+        return True
+    except OSError as err:
+        return err.errno == errno.ELOOP
+    return False
+
+
+def _out(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give the folder to write the results to")
+    return Path(text)
 
 
 def _size(text: str) -> int:
@@ -156,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         + ", ".join(f"{name} ({row.label})" for name, row in BACKENDS.items())
         + f" (default {DEFAULT_BACKEND})",
     )
-    p.add_argument("--out", required=True, type=Path, help="output folder (created)")
+    p.add_argument("--out", required=True, type=_out, help="output folder (created)")
     p.add_argument(
         "--box-threshold",
         type=_unit,
@@ -279,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     videos: list[Path] = []
     for raw in args.inputs:
         path = Path(raw)
+        if _symlink_loop(path):
+            parser.error(f"{raw}: is a symlink loop (it points back to itself); fix the link")
         if path.is_dir():
             found = list_images(path)
             if not found:
@@ -313,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     names = [name for _, name in args.box if name]
     if len(set(names)) != len(names):
         parser.error(f"--box names must differ, got {names}")
+    if args.point and not any(label == 1 for _, _, label in args.point):
+        parser.error("--point: only negative points (label 0); give at least one on the object")
     paths = {
         "--detector": args.detector,
         "--sam3": args.sam3,
@@ -328,10 +377,35 @@ def main(argv: list[str] | None = None) -> int:
         resolve_runtime(args.device, precision=args.precision)
     except ValueError as err:
         parser.error(str(err))
+    links = [args.out, *args.out.parents]
+    loop = next((p for p in links if p.is_symlink() and _symlink_loop(p)), None)
+    if loop is not None:
+        parser.error(f"--out {args.out}: {loop} is a symlink loop; fix the link")
     blocker = next((p for p in [args.out, *args.out.parents] if p.is_file()), None)
     if blocker is not None:
         what = "exists and is not a folder" if blocker == args.out else f"{blocker} is a file"
         parser.error(f"--out {args.out}: {what}")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        parser.error(f"--out {args.out}: cannot create the folder ({err.strerror or err})")
+    with ExitStack() as held:
+        try:
+            held.enter_context(folder_lock(args.out))
+        except OutputError as err:  # another run holds it
+            parser.error(f"--out {args.out}: {err}")
+        except OSError as err:  # read-only, no permission, disk full
+            parser.error(f"--out {args.out}: cannot write there ({err.strerror or err})")
+        return _run(args, parser, images, videos)
+
+
+def _run(
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    images: list[Path],
+    videos: list[Path],
+) -> int:
+    """Load the models and segment the inputs into args.out (which this process holds)."""
 
     if not args.verbose:
         try:
@@ -376,21 +450,33 @@ def main(argv: list[str] | None = None) -> int:
         options["point_labels"] = [label for _, _, label in args.point]
     skipped = 0
     used: set[str] = set()
+
+    def plan(done: int, todo: int) -> None:
+        if done:
+            print(f"textseg: skipped {done} done, {todo} to do", file=sys.stderr)
+
     try:
-        for item in segmenter.iter_many(images, args.prompt, out_dir=args.out, **options):
+        items = segmenter.iter_many(
+            images, args.prompt, out_dir=args.out, on_plan=plan if images else None, **options
+        )
+        for item in items:
             if item.error is not None:
                 skipped += 1
                 reason = " ".join(str(item.error).split())
                 print(f"{item.source}: skipped: {reason}", file=sys.stderr)
             else:
                 used.add(item.out_dir.name)
-                print(f"{item.source}: {item.segmentation.summary()} -> {item.out_dir}")
+                done = "done already, " if item.skipped else ""
+                print(f"{item.source}: {done}{item.segmentation.summary()} -> {item.out_dir}")
                 if item.note:
                     print(f"{item.source}: note: {item.note}", file=sys.stderr)
         for video in videos:
             skipped += not _segment_video(segmenter, video, args, used)
     except (PromptError, ValueError) as err:
         parser.error(str(err))
+    except OSError as err:  # the output folder went away or filled up under the run
+        print(f"textseg: error: {args.out}: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
     total = len(images) + len(videos)
     if skipped:
         print(
@@ -401,28 +487,35 @@ def main(argv: list[str] | None = None) -> int:
 
 def _segment_video(segmenter, video: Path, args: argparse.Namespace, used: set[str]) -> bool:
     """Segment one video and save it to OUT/<video name>/; False (and a line on stderr)
-    when the video cannot be read."""
-    from textseg.export import output_dir, save_video
+    when the video cannot be read or its files cannot be written. A folder that already
+    holds this video's result made with the same settings is kept (one line says so)."""
+    from textseg.export import is_done, load, output_dir, save_video
 
+    options = dict(
+        every=args.every,
+        max_frames=args.max_frames,
+        box_threshold=args.box_threshold,
+        text_threshold=args.text_threshold,
+        nms_iou=args.nms_iou,
+        max_objects=args.max_objects,
+        match_iou=args.match_iou,
+    )
     try:
-        vseg = segmenter.segment_video(
-            video,
-            args.prompt,
-            every=args.every,
-            max_frames=args.max_frames,
-            box_threshold=args.box_threshold,
-            text_threshold=args.text_threshold,
-            nms_iou=args.nms_iou,
-            max_objects=args.max_objects,
-            match_iou=args.match_iou,
-        )
+        settings = segmenter.settings_for(video, args.prompt, options)
+        trial = set(used)
+        out_dir, note = output_dir(args.out, video, used=trial, fallback="video")
+        if settings is not None and is_done(out_dir, source=str(video), settings=settings):
+            used.update(trial)
+            print(f"{video}: done already, {load(out_dir).summary()} -> {out_dir}")
+            return True
+        vseg = segmenter.segment_video(video, args.prompt, **options)
         out_dir, note = output_dir(args.out, video, used=used, fallback="video")
-        save_video(vseg, out_dir, video=video)
+        save_video(vseg, out_dir, video=video, settings=settings)
         if note:
             print(f"{video}: note: {note}", file=sys.stderr)
     except PromptError:
         raise
-    except TextsegError as err:
+    except (TextsegError, OSError) as err:
         print(f"{video}: skipped: {' '.join(str(err).split())}", file=sys.stderr)
         return False
     print(f"{video}: {vseg.summary()} -> {out_dir}")

@@ -32,6 +32,7 @@ tokens above `text_threshold`, which merges phrases ("plant flower") and leaks w
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -89,6 +90,31 @@ _DINO_HINT = (
 def _size_field(size: Any, name: str) -> Any:
     """A field of an image processor's `size` (a dict, or a SizeDict in transformers 5)."""
     return size.get(name) if isinstance(size, dict) else getattr(size, name, None)
+
+
+# The shortest side, in pixels of the model's input, that an image keeps after the
+# processor's resize. The resize caps the longest side (1333 at 800), so a 10000 x 10 image
+# would get a side of 0 pixels (transformers then fails with "SizeDict(height=0 ...)"); such
+# an image is padded instead (black, on both sides of its short side, so it stays in the
+# middle) until its short side survives, and the boxes are mapped back onto the image.
+MIN_INPUT_SIDE = 64
+
+
+def _pad_to_aspect(image: Image.Image, *, longest: int) -> tuple[Image.Image, tuple[int, int]]:
+    """`image` padded (black, centred) so that when the processor resizes its longest side
+    to at most `longest` pixels its shortest keeps MIN_INPUT_SIDE, and where the image's
+    top left corner went (dx, dy); `image` itself and (0, 0) when it already does."""
+    from PIL import Image as PILImage
+
+    w, h = image.size
+    need = math.ceil(max(w, h) * MIN_INPUT_SIDE / max(1, longest))
+    if min(w, h) >= need:
+        return image, (0, 0)
+    size = (w, max(h, need)) if w >= h else (max(w, need), h)
+    corner = ((size[0] - w) // 2, (size[1] - h) // 2)
+    padded = PILImage.new("RGB", size)
+    padded.paste(image.convert("RGB"), corner)
+    return padded, corner
 
 
 @dataclass
@@ -228,6 +254,16 @@ class GroundingDinoDetector:
         long = int(_size_field(current, "longest_edge") or round(short * 1333 / 800))
         return {"size": {"shortest_edge": int(size), "longest_edge": round(long * size / short)}}
 
+    def _longest_edge(self, size: int | None) -> int:
+        """The longest side the processor resizes an image to, for input size `size`."""
+        given = self._size_kwargs(size).get("size")
+        current = given or self.processor.image_processor.size
+        long = _size_field(current, "longest_edge")
+        if long:
+            return int(long)
+        short = int(_size_field(current, "shortest_edge") or 800)
+        return round(short * 1333 / 800)
+
     def clear_cache(self) -> None:
         """Forget every cached image."""
         self._cache.clear()
@@ -308,8 +344,9 @@ class GroundingDinoDetector:
         token_phrase = token_phrase_ids(self._tokenize(prompt)["offset_mapping"], prompt.spans)
         text = self.processor.tokenizer(prompt.text, return_tensors="pt")
         inputs = {k: v.to(self.runtime.device) for k, v in text.items()}
+        seen, (dx, dy) = _pad_to_aspect(image, longest=self._longest_edge(size))  # 10000 x 10
         with self._lock:
-            entry = self._image_entry(image, size)
+            entry = self._image_entry(seen, size)
             inputs["pixel_values"] = entry.pixel_values
             if entry.pixel_mask is not None:
                 inputs["pixel_mask"] = entry.pixel_mask
@@ -321,8 +358,12 @@ class GroundingDinoDetector:
         score = per_phrase.max(axis=1)
         keep = (score > box_threshold) & (score > text_threshold)
         boxes = decode_boxes(
-            outputs.pred_boxes[0].float().cpu(), height=image.height, width=image.width
+            outputs.pred_boxes[0].float().cpu(), height=seen.height, width=seen.width
         )
+        if seen is not image:  # padded: back onto the image, keep what lies on it
+            boxes = boxes - np.array([dx, dy, dx, dy], dtype=np.float32)
+            boxes = clip_boxes(boxes, height=image.height, width=image.width)
+            keep &= (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         return Detections(
             boxes=boxes[keep],
             scores=score[keep].astype(np.float32),

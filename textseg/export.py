@@ -29,6 +29,17 @@ Output safety: `folder_name` is the one place a source name becomes a folder nam
 like `..` or `...png` can leave the output folder), `output_dir` picks a folder that holds
 no other image's results, and `save` replaces a folder's previous masks and refuses to
 write over another image's results unless told to.
+
+Write order (`save` and `save_video` alike), each file through `atomic_path` (temporary
+name, fsync, rename): .textseg-pending.json naming the source (the folder is claimed), the
+old segmentation.json removed (it must never sit beside files it does not list), the masks
+and overlay (or overlay.mp4 and preview.gif), stale masks and temporary files removed,
+segmentation.json (the commit point: a folder with it and no pending file is complete),
+then the pending file removed. A kill anywhere leaves a folder that `output_dir` gives back
+to the same source and the next save finishes; a failed write (disk full) removes what the
+save wrote, so no folder is left with masks and no JSON. `settings=` stores what made the
+result (prompt, thresholds, models, the source's hash) as a "settings" field (readers ignore
+unknown fields); `is_done` tells a re-run that the folder already holds that result.
 """
 
 from __future__ import annotations
@@ -62,6 +73,7 @@ __all__ = [
     "SavedVideo",
     "atomic_path",
     "folder_name",
+    "is_done",
     "load",
     "output_dir",
     "save",
@@ -76,6 +88,8 @@ JSON_NAME = "segmentation.json"  # images and videos alike, so textseg.load(fold
 OVERLAY_NAME = "overlay.png"
 OVERLAY_VIDEO_NAME = "overlay.mp4"
 PREVIEW_NAME = "preview.gif"
+PENDING_NAME = ".textseg-pending.json"  # names the source while a folder is being written
+_TMP_FILE = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")  # what atomic_path leaves when killed
 
 
 @dataclass
@@ -125,14 +139,86 @@ def _same_source(a: str | None, b: str | None) -> bool:
 
 
 def _saved_source(folder: Path) -> tuple[bool, str | None]:
-    """(holds a textseg result, the source it names) for a folder."""
+    """(holds a textseg result, finished or being written, the source it names) for a
+    folder. The pending file of an unfinished save names the source it is written for."""
+    for name in (PENDING_NAME, JSON_NAME):
+        try:
+            data = json.loads((folder / name).read_text())
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError):
+            if name == PENDING_NAME:  # killed while it was written: only a .tmp would show
+                continue
+            return True, "<unreadable segmentation.json>"
+        return True, data.get("source") if isinstance(data, dict) else None
+    return False, None
+
+
+def _only_leftovers(folder: Path) -> bool:
+    """True when `folder` holds nothing but temporary files a killed save left."""
+    return all(_TMP_FILE.match(p.name) and p.is_file() for p in folder.iterdir())
+
+
+def _remove(path: Path) -> None:
+    """Remove one file (if there); the one place a save deletes, in its fixed order."""
+    path.unlink(missing_ok=True)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make renames and removals in `folder` reach the disk (no-op where folders cannot
+    be opened, e.g. Windows)."""
     try:
-        data = json.loads((folder / JSON_NAME).read_text())
-    except FileNotFoundError:
-        return False, None
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _clean_leftovers(folder: Path) -> None:
+    for stale in folder.iterdir():
+        if _TMP_FILE.match(stale.name):
+            _remove(stale)
+
+
+def _settings_json(settings: dict | None) -> dict | None:
+    """`settings` as they read back from JSON (tuples become lists, ...), for comparing."""
+    return None if settings is None else json.loads(json.dumps(settings, ensure_ascii=False))
+
+
+def is_done(folder: str | os.PathLike, *, source: str | None, settings: dict) -> bool:
+    """True when `folder` holds a complete result of `source` (segmentation.json, every
+    file it lists, no unfinished save) made with exactly `settings` (as given to save or
+    save_video). Leftovers of a save killed after its commit point (the pending file,
+    temporary files) are removed then."""
+    out = Path(folder)
+    try:
+        data = json.loads((out / JSON_NAME).read_text())
     except (OSError, ValueError):
-        return True, "<unreadable segmentation.json>"
-    return True, data.get("source") if isinstance(data, dict) else None
+        return False
+    if not isinstance(data, dict) or data.get("settings") != _settings_json(settings):
+        return False
+    if not _same_source(data.get("source"), source):
+        return False
+    if data.get("kind") == "video":
+        needed = [OVERLAY_VIDEO_NAME, PREVIEW_NAME]
+    else:
+        objects = data.get("objects")
+        if not isinstance(objects, list):
+            return False
+        needed = [OVERLAY_NAME, *(o.get("mask_file", "") for o in objects if isinstance(o, dict))]
+    if not all((out / name).is_file() for name in needed if name):
+        return False
+    try:
+        _remove(out / PENDING_NAME)
+        _clean_leftovers(out)
+    except OSError:
+        pass
+    return True
 
 
 def output_dir(
@@ -146,7 +232,7 @@ def output_dir(
     obvious `root/<folder_name(source)>`.
 
     The obvious folder is taken when it does not exist, is empty, or holds this same
-    source's results (they are replaced). Otherwise (a file of that name, another image's
+    source's results, finished or not (they are replaced). Otherwise (a file of that name, another image's
     results, foreign files, or a name already `used` in this run) the first free
     `<name>_2`, `<name>_3`, ... is taken, and the note says why. `used` collects the names
     given out in this run.
@@ -168,7 +254,7 @@ def output_dir(
             holds, other = _saved_source(path)
             if holds and _same_source(other, src):
                 break
-            if not holds and not any(path.iterdir()):
+            if not holds and _only_leftovers(path):  # empty, or a save killed at its start
                 break
             why = f"it holds the results of {other}" if holds else "it holds other files"
         reason = reason or f"{folder / base} was not used: {why}"
@@ -247,33 +333,7 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(float(value), 6)
 
 
-def save(
-    segmentation: Segmentation,
-    out_dir: str | os.PathLike,
-    *,
-    image: ImageInput | None = None,
-    overwrite: bool = False,
-    overlay_format: str = "png",
-) -> SavedFiles:
-    """Write overlay.png, one mask PNG per object and segmentation.json into `out_dir`
-    (created if needed). `image` defaults to the image kept in the segmentation.
-
-    A folder that already holds this source's results is brought up to date: masks of the
-    previous save that the new result does not have are removed. A folder holding another
-    image's results (its segmentation.json names another source) is refused with an
-    OutputError unless overwrite=True. Order of writes: masks, overlay, then the JSON
-    (atomically), then stale masks are removed; a kill at any point leaves a folder that
-    the next save finishes cleaning.
-    overlay_format: "png" (overlay.png, lossless) or "jpeg" (overlay.jpg, far smaller for
-    large photos; the UI's download uses it).
-    Raises OutputError (one line, naming the folder) when the folder cannot be written.
-    """
-    from PIL import Image
-
-    source = image if image is not None else segmentation.image
-    if source is None:
-        raise ValueError("this Segmentation holds no image; pass image= to draw the overlay")
-    out = Path(out_dir)
+def _make_folder(out: Path) -> None:
     try:
         if out.exists() and not out.is_dir():
             raise OutputError(f"{out}: exists and is not a folder; choose another output folder")
@@ -284,6 +344,79 @@ def save(
         ) from err
     except PermissionError as err:
         raise OutputError(f"{out}: cannot create the folder (permission denied)") from err
+    except OSError as err:  # read-only file system, symlink loop, disk full
+        raise OutputError(f"{out}: cannot create the folder ({err.strerror or err})") from err
+
+
+def _claim(out: Path, source: str | None) -> None:
+    """The first writes of a save: the pending file naming `source`, then the old
+    segmentation.json removed, so that from here on the folder reads as unfinished."""
+    pending = json.dumps({"source": source}, ensure_ascii=False)
+    write_text_atomic(out / PENDING_NAME, pending)
+    _remove(out / JSON_NAME)
+    _sync_folder(out)
+
+
+def _commit(out: Path, data: dict) -> None:
+    """The last writes of a save: leftovers removed, segmentation.json (the commit point),
+    then the pending file removed."""
+    _clean_leftovers(out)
+    write_text_atomic(out / JSON_NAME, json.dumps(data, indent=1, ensure_ascii=False))
+    _remove(out / PENDING_NAME)
+    _sync_folder(out)
+
+
+def _undo(out: Path, names: list[str], claimed: bool) -> None:
+    """After a failed write (e.g. disk full): remove what the save wrote, so no folder is
+    left with masks and no JSON; the folder too when that leaves it empty."""
+    try:
+        if claimed:
+            for path in out.iterdir():
+                if (
+                    path.name in names
+                    or path.name.startswith("mask_")
+                    or _TMP_FILE.match(path.name)
+                ):
+                    _remove(path)
+        _remove(out / PENDING_NAME)
+        if not any(out.iterdir()):
+            out.rmdir()
+    except OSError:
+        pass
+
+
+def save(
+    segmentation: Segmentation,
+    out_dir: str | os.PathLike,
+    *,
+    image: ImageInput | None = None,
+    overwrite: bool = False,
+    overlay_format: str = "png",
+    settings: dict | None = None,
+) -> SavedFiles:
+    """Write overlay.png, one mask PNG per object and segmentation.json into `out_dir`
+    (created if needed). `image` defaults to the image kept in the segmentation.
+
+    A folder that already holds this source's results is brought up to date: masks of the
+    previous save that the new result does not have are removed. A folder holding another
+    image's results (its segmentation.json names another source) is refused with an
+    OutputError unless overwrite=True. Every file is written to a temporary name, fsynced
+    and renamed, in the order of the module docstring; segmentation.json comes last, so a
+    kill at any point leaves a folder the next save of the same source finishes, and one
+    with segmentation.json is complete. A failed write (disk full) removes what this save
+    wrote, the previous results included (their segmentation.json is removed first).
+    overlay_format: "png" (overlay.png, lossless) or "jpeg" (overlay.jpg, far smaller for
+    large photos; the UI's download uses it).
+    settings: JSON-ready dict of what made the result, stored as "settings" (see is_done).
+    Raises OutputError (one line, naming the folder) when the folder cannot be written.
+    """
+    from PIL import Image
+
+    source = image if image is not None else segmentation.image
+    if source is None:
+        raise ValueError("this Segmentation holds no image; pass image= to draw the overlay")
+    out = Path(out_dir)
+    _make_folder(out)
     if not overwrite:
         holds, other = _saved_source(out)
         if holds and not _same_source(other, segmentation.source):
@@ -295,24 +428,32 @@ def save(
         raise ValueError(f"overlay_format must be 'png' or 'jpeg', got {overlay_format!r}")
     name = OVERLAY_NAME if overlay_format == "png" else "overlay.jpg"
     files = SavedFiles(overlay=out / name, json=out / JSON_NAME)
+    data = to_json(segmentation)
+    if settings is not None:
+        data["settings"] = _settings_json(settings)
+    claimed = False
     try:
+        _claim(out, segmentation.source)
+        claimed = True
         for i, label in enumerate(segmentation.labels):
             path = out / mask_name(i, label)
-            Image.fromarray(segmentation.masks[i].astype(np.uint8) * 255, mode="L").save(path)
+            with atomic_path(path) as tmp:
+                mask = Image.fromarray(segmentation.masks[i].astype(np.uint8) * 255, mode="L")
+                mask.save(tmp, format="PNG")
             files.masks.append(path)
         picture = overlay(source, segmentation)
-        if overlay_format == "jpeg":
-            picture.save(files.overlay, format="JPEG", quality=90)
-        else:
-            picture.save(files.overlay)
-        write_text_atomic(
-            files.json, json.dumps(to_json(segmentation), indent=1, ensure_ascii=False)
-        )
+        with atomic_path(files.overlay) as tmp:
+            if overlay_format == "jpeg":
+                picture.save(tmp, format="JPEG", quality=90)
+            else:
+                picture.save(tmp, format="PNG")
         keep = {p.name for p in files.masks}
-        for stale in out.glob("mask_*.png"):
+        for stale in sorted(out.glob("mask_*.png")):
             if stale.name not in keep:
-                stale.unlink()
+                _remove(stale)
+        _commit(out, data)
     except OSError as err:
+        _undo(out, [p.name for p in files.masks] + [files.overlay.name], claimed)
         raise OutputError(f"{out}: cannot write the results ({err.strerror or err})") from err
     return files
 
@@ -455,14 +596,19 @@ def save_video(
     gif_width: int = 320,
     gif_frames: int = 48,
     progress: bool = False,
+    settings: dict | None = None,
 ) -> SavedVideo:
     """Write overlay.mp4 (every frame, masks drawn in one colour per object id),
     preview.gif (at most `gif_frames` frames, `gif_width` pixels wide) and
     segmentation.json (readable with textseg.load) into `out_dir`.
 
     video: the clip that was segmented (default: vseg.source), decoded again frame by
-    frame, so memory stays flat. Each file is written under a temporary name and renamed
-    when complete; the JSON comes last, so a folder with segmentation.json is complete.
+    frame, so memory stays flat. Each file is written under a temporary name, fsynced and
+    renamed, in the order of the module docstring; the JSON comes last, so a folder with
+    segmentation.json is complete, and a kill leaves one the next save finishes. A failed
+    write (disk full, a clip of another length) removes what this save wrote.
+    settings: JSON-ready dict of what made the result, stored as "settings" (see is_done).
+    Raises OutputError (one line) when the folder cannot be written.
     """
     from tqdm.auto import tqdm
 
@@ -472,7 +618,7 @@ def save_video(
     if clip is None:
         raise ValueError("this VideoSegmentation names no source clip; pass video=")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    _make_folder(out)
     step = max(1, math.ceil(vseg.num_frames / max(1, gif_frames)))
     preview: list[Image.Image] = []
 
@@ -495,14 +641,28 @@ def save_video(
     files = SavedVideo(
         overlay=out / OVERLAY_VIDEO_NAME, preview=out / PREVIEW_NAME, json=out / JSON_NAME
     )
-    with atomic_path(files.overlay) as tmp:  # a failed write leaves the folder as it was
-        written = write_mp4(drawn(), tmp, fps=vseg.fps)
-        if written != vseg.num_frames:
-            raise VideoLoadError(
-                f"{clip}: holds {written} frames but the segmentation has {vseg.num_frames}; "
-                "pass the clip that was segmented"
-            )
-    with atomic_path(files.preview) as tmp:
-        write_gif(preview, tmp, fps=vseg.fps / step, width=gif_width)
-    write_text_atomic(files.json, json.dumps(video_to_json(vseg), ensure_ascii=False))
+    data = video_to_json(vseg)
+    if settings is not None:
+        data["settings"] = _settings_json(settings)
+    names = [files.overlay.name, files.preview.name]
+    claimed = False
+    try:
+        _claim(out, vseg.source)
+        claimed = True
+        with atomic_path(files.overlay) as tmp:
+            written = write_mp4(drawn(), tmp, fps=vseg.fps)
+            if written != vseg.num_frames:
+                raise VideoLoadError(
+                    f"{clip}: holds {written} frames but the segmentation has "
+                    f"{vseg.num_frames}; pass the clip that was segmented"
+                )
+        with atomic_path(files.preview) as tmp:
+            write_gif(preview, tmp, fps=vseg.fps / step, width=gif_width)
+        _commit(out, data)
+    except VideoLoadError:
+        _undo(out, names, claimed)
+        raise
+    except OSError as err:
+        _undo(out, names, claimed)
+        raise OutputError(f"{out}: cannot write the results ({err.strerror or err})") from err
     return files

@@ -3,8 +3,12 @@ or runs a text masker (SAM 3) instead; user boxes and points go straight to the 
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import os
+import threading
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,9 +16,11 @@ import numpy as np
 
 from textseg.backends import BACKENDS, DEFAULT_BACKEND, get_backend
 from textseg.boxes import clip_boxes, mask_boxes
-from textseg.errors import PromptError, TextsegError
-from textseg.export import output_dir, save
+from textseg.errors import OutputError, PromptError, TextsegError
+from textseg.export import is_done, load, output_dir, save
+from textseg.hub import looks_like_path
 from textseg.images import ImageInput, describe, list_images, load_image, working_copy
+from textseg.lock import folder_lock
 from textseg.parts import (
     Detector,
     Segmenter,
@@ -29,7 +35,7 @@ from textseg.user_prompts import BoxesInput, PointsInput, UserPrompts, parse_use
 from textseg.video import segment_video
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
     import torch
     from PIL import Image
@@ -55,6 +61,38 @@ Backend = str  # was Literal["groundingdino+sam2", "sam3"]; the names are BACKEN
 CHECK_THRESHOLD = 0.3
 
 logger = logging.getLogger(__name__)
+
+
+def _jsonable(value: object) -> object:
+    """Options (numpy arrays, tuples, dicts of them) as plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _model_id(spec: object) -> str | None:
+    """A model's hub id, or its local path made absolute (what the settings record)."""
+    if spec is None:
+        return None
+    text = str(spec)
+    path = Path(text).expanduser()
+    if looks_like_path(text) or path.exists():
+        return str(path.resolve())
+    return text
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class TextSegmenter:
@@ -98,6 +136,11 @@ class TextSegmenter:
         self.checker = checker
         self.max_side = max_side
         self.backend_name: str | None = None  # the BACKENDS row from_pretrained built
+        # which models these are (ids, absolute paths, device), set by from_pretrained; a
+        # batch re-run skips finished images only when it is known (see settings_for)
+        self.models: dict | None = None
+        # one image at a time through the segmenter's set_image -> predict (threads)
+        self._paint_lock = getattr(segmenter, "lock", None) or threading.RLock()
 
     @property
     def backend(self) -> str:
@@ -163,7 +206,32 @@ class TextSegmenter:
         parts = row.build(runtime=runtime, **models)
         made = cls(parts.detector, parts.segmenter, masker=parts.masker, checker=parts.checker)
         made.backend_name = backend
+        made.models = {
+            "backend": backend,
+            **{name: _model_id(spec) for name, spec in models.items()},
+            "device": str(runtime.device),
+            "dtype": str(runtime.dtype),
+        }
         return made
+
+    def settings_for(
+        self, source: str | os.PathLike, prompt: str | None, options: dict
+    ) -> dict | None:
+        """What a saved result of `source` was made with: the models, max_side, the prompt,
+        `options` (every option, defaults included) and the SHA-256 of the source file, as
+        a JSON-ready dict (stored as segmentation.json's "settings"). None when it cannot
+        be told (models not built by from_pretrained, or the source is not a file): such
+        results are always redone."""
+        path = Path(source)
+        if self.models is None or not path.is_file():
+            return None
+        return {
+            "models": self.models,
+            "max_side": self.max_side,
+            "prompt": prompt,
+            "options": _jsonable(dict(sorted(options.items()))),
+            "source_sha256": _file_digest(path),
+        }
 
     def segment(
         self,
@@ -345,11 +413,12 @@ class TextSegmenter:
             extra["presence_scores"] = [float(found.presence[int(i)]) for i in found.phrase_ids]
             extra["phrase_presence"] = {p: float(v) for p, v in zip(prompt.phrases, found.presence)}
         else:
-            self.segmenter.set_image(np.asarray(work))
             work_boxes = clip_boxes(found.boxes / scale, height=work.height, width=work.width)
-            masks, mask_scores = self.segmenter.predict(
-                work_boxes, output_size=size, multimask=options.multimask
-            )
+            with self._paint_lock:  # the embedding set here is the one predict reads
+                self.segmenter.set_image(np.asarray(work))
+                masks, mask_scores = self.segmenter.predict(
+                    work_boxes, output_size=size, multimask=options.multimask
+                )
             if self.checker is not None:
                 ref = self.checker.segment_text(
                     work, prompt, threshold=CHECK_THRESHOLD, output_size=size
@@ -380,6 +449,18 @@ class TextSegmenter:
         common: dict,
     ) -> Segmentation:
         """The user's boxes (one object each) and point groups (one object each) → SAM 2."""
+        with self._paint_lock:  # the embedding set here is the one every predict reads
+            return self._paint_user(work, user, options, scale, size, common)
+
+    def _paint_user(
+        self,
+        work: Image.Image,
+        user: UserPrompts,
+        options: SegmentOptions,
+        scale: np.ndarray,
+        size: tuple[int, int],
+        common: dict,
+    ) -> Segmentation:
         self.segmenter.set_image(np.asarray(work))
         masks, scores, boxes, names, kinds = [], [], [], [], []
         if len(user.boxes):
@@ -427,18 +508,39 @@ class TextSegmenter:
         *,
         out_dir: str | os.PathLike | None = None,
         progress: bool = False,
+        skip_done: bool = True,
+        on_plan: Callable[[int, int], None] | None = None,
         **options,
     ) -> Iterator[BatchItem]:
         """Like `segment_many`, but yields each image's BatchItem as soon as it is done
-        (and its files are written). Bad options or a bad prompt raise before the first."""
-        from tqdm.auto import tqdm  # not at import: tqdm.auto looks for notebook widgets
+        (and its files are written). Bad options, a bad prompt and boxes or points that fit
+        no image (inverted, no area, not finite, only negative points) raise before the
+        first image is read.
 
+        out_dir: held with a lock (textseg.lock) while the batch runs: a second run on it
+            is refused (OutputError naming its PID).
+        skip_done: an image whose folder already holds its complete result made with the
+            same settings (textseg.export.is_done) is not segmented again: its item has
+            skipped=True and the saved result.
+        on_plan(done, todo): called once, before the first image, with how many images
+            are skipped as done and how many are left (with out_dir only).
+        """
         prompts = {k: options.pop(k) for k in ("boxes", "points", "point_labels") if k in options}
-        self._check_options(SegmentOptions(**options))  # bad options and a bad prompt fail
-        if prompt is not None and (prompt.strip() or not prompts):  # once, up front
+        checked = SegmentOptions(**options)
+        self._check_options(checked)  # bad options and a bad prompt fail once, up front
+        if prompt is not None and (prompt.strip() or not prompts):
             self.check_prompt(parse_prompt(prompt))
         elif prompt is None and not any(v is not None for v in prompts.values()):
             raise PromptError("nothing to segment: give a text prompt, boxes or points")
+        if any(v is not None for v in prompts.values()):  # mistakes that fit no image at all
+            parse_user_prompts(
+                prompts.get("boxes"),
+                prompts.get("points"),
+                prompts.get("point_labels"),
+                height=math.inf,
+                width=math.inf,
+            )
+        every = {**asdict(checked), **prompts}
         options = {**prompts, **options}
         if isinstance(images, (str, os.PathLike)):
             folder = Path(images)
@@ -450,10 +552,59 @@ class TextSegmenter:
         else:
             sources = list(images)
         root = Path(out_dir) if out_dir is not None else None
-        used: set[str] = set()
+        if root is None:
+            yield from self._run_many(sources, prompt, options, every, None, progress, {}, None)
+            return
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OutputError(f"{root}: cannot create the folder ({err.strerror or err})") from err
+        with folder_lock(root):
+            used: set[str] = set()
+            done: dict[int, tuple[Path, str | None]] = {}
+            for index, source in enumerate(sources):
+                if skip_done and isinstance(source, (str, os.PathLike)):
+                    settings = self.settings_for(source, prompt, every)
+                    trial = set(used)
+                    folder, note = output_dir(
+                        root, describe(source), used=trial, fallback=f"image_{index:04d}"
+                    )
+                    if settings is not None and is_done(
+                        folder, source=str(source), settings=settings
+                    ):
+                        used = trial
+                        done[index] = (folder, note)
+            logger.info("%s: skipped %d done, %d to do", root, len(done), len(sources) - len(done))
+            if on_plan is not None:
+                on_plan(len(done), len(sources) - len(done))
+            yield from self._run_many(sources, prompt, options, every, root, progress, done, used)
+
+    def _run_many(
+        self,
+        sources: list[ImageInput],
+        prompt: str | None,
+        options: dict,
+        every: dict,
+        root: Path | None,
+        progress: bool,
+        done: dict[int, tuple[Path, str | None]],
+        used: set[str] | None,
+    ) -> Iterator[BatchItem]:
+        from tqdm.auto import tqdm  # not at import: tqdm.auto looks for notebook widgets
+
+        used = used if used is not None else set()
         for index, source in enumerate(tqdm(sources, desc="textseg", disable=not progress)):
             name = describe(source)
             item = BatchItem(source=name)
+            if index in done:
+                item.out_dir, item.note = done[index]
+                try:
+                    item.segmentation = load(item.out_dir)
+                    item.skipped = True
+                    yield item
+                    continue
+                except ValueError:  # changed since the plan: segment it again
+                    item = BatchItem(source=name)
             try:
                 item.segmentation = self.segment(source, prompt, **options)
             except TextsegError as err:  # a bad image: report it, skip it, go on
@@ -467,7 +618,8 @@ class TextSegmenter:
                     folder, item.note = output_dir(
                         root, name if path_like else None, used=used, fallback=f"image_{index:04d}"
                     )
-                    save(item.segmentation, folder)
+                    settings = self.settings_for(source, prompt, every) if path_like else None
+                    save(item.segmentation, folder, settings=settings)
                     item.out_dir = folder
                 except OSError as err:  # OutputError included
                     item.error = f"{name}: not saved: {' '.join(str(err).split())}"
@@ -489,7 +641,10 @@ class TextSegmenter:
         out_dir: if given, each image's files are written to out_dir/<image stem>/ as soon
             as it is done (see textseg.export.save); a folder holding another image's
             results is never written over: the next free <stem>_2, ... is used (item.note).
-        options: keyword arguments of `segment` (box_threshold, nms_iou, boxes, ...).
+            Run again, it skips the images already done with the same settings
+            (skip_done=False redoes them) and finishes any a kill interrupted.
+        options: keyword arguments of `segment` (box_threshold, nms_iou, boxes, ...), and
+            `iter_many`'s skip_done and on_plan.
         """
         items = []
         for item in self.iter_many(images, prompt, out_dir=out_dir, progress=progress, **options):

@@ -185,6 +185,8 @@ class BatchItem:
     segmented. error: one-line reason when skipped (not segmented, or its files could not be
     written), else None. out_dir: where its files went, if saved. note: one line when the
     files went to another folder than `out_dir/<image name>` (see textseg.export.output_dir).
+    skipped: True when out_dir already held this image's complete result, made with the same
+    settings (a re-run); segmentation is then read back from it (no image kept).
     """
 
     source: str
@@ -192,6 +194,7 @@ class BatchItem:
     error: str | None = None
     out_dir: Path | None = None
     note: str | None = None
+    skipped: bool = False
 
 
 # --------------------------------------------------------------------------- video

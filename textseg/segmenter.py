@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -233,6 +234,9 @@ class Sam2Segmenter:
     """Box-prompted SAM 2 with the image embedding cached per image.
 
     encode_count counts image-encoder runs, so callers can see the cache at work.
+    Thread-safe: `lock` (re-entrant) guards the embedded image; hold it around a
+    set_image -> predict sequence so another thread's set_image cannot come between
+    (TextSegmenter does). Each method holds it too.
     """
 
     def __init__(self, *, model: Any, runtime: Runtime, mask_threshold: float = 0.0) -> None:
@@ -252,6 +256,7 @@ class Sam2Segmenter:
             self.predictor._bb_feat_sizes = [(size // s, size // s) for s in (4, 8, 16)]
         self.mask_threshold = mask_threshold
         self.encode_count = 0
+        self.lock = threading.RLock()
         self._image_key: str | None = None
         self._image_hw: tuple[int, int] = (0, 0)
 
@@ -349,20 +354,22 @@ class Sam2Segmenter:
         digest = hashlib.blake2b(array.data, digest_size=16)
         digest.update(str(array.shape).encode())
         key = digest.hexdigest()
-        if key == self._image_key:
-            return False
-        self._image_key = None
-        with self._autocast():
-            self.predictor.set_image(array)
-        self._image_key = key
-        self._image_hw = (int(array.shape[0]), int(array.shape[1]))
-        self.encode_count += 1
-        return True
+        with self.lock:
+            if key == self._image_key:
+                return False
+            self._image_key = None
+            with self._autocast():
+                self.predictor.set_image(array)
+            self._image_key = key
+            self._image_hw = (int(array.shape[0]), int(array.shape[1]))
+            self.encode_count += 1
+            return True
 
     def reset(self) -> None:
         """Forget the cached embedding."""
-        self.predictor.reset_predictor()
-        self._image_key = None
+        with self.lock:
+            self.predictor.reset_predictor()
+            self._image_key = None
 
     def predict(
         self,
@@ -388,12 +395,24 @@ class Sam2Segmenter:
             (what SAM's authors advise for a single point, which is ambiguous).
         Returns masks (N, H, W) bool and mask_scores (N,) float32 (SAM 2's predicted IoU).
         """
+        boxes, points, point_labels = _check_prompts(boxes, points, point_labels)
+        with self.lock:
+            return self._predict(boxes, points, point_labels, output_size, multimask, chunk)
+
+    def _predict(
+        self,
+        boxes: np.ndarray | None,
+        points: np.ndarray | None,
+        point_labels: np.ndarray | None,
+        output_size: tuple[int, int] | None,
+        multimask: bool,
+        chunk: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
         import torch
         import torch.nn.functional as F
 
         if self._image_key is None:
             raise RuntimeError("call set_image(image) before predict(boxes)")
-        boxes, points, point_labels = _check_prompts(boxes, points, point_labels)
         n = len(boxes) if boxes is not None else len(points)
         h, w = self._image_hw
         out_h, out_w = output_size or (h, w)
