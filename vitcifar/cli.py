@@ -8,7 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from vitcifar.checkpoint import CheckpointError
+from vitcifar.checkpoint import CheckpointError, check_not_a_link_loop
 from vitcifar.config import preset_names
 from vitcifar.data import DataError
 
@@ -45,6 +45,13 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _path(text: str) -> str:
+    """A path argument; an empty one (``--out ""``) would mean the current folder, so it is refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; name a file or folder")
+    return text
+
+
 _PRESET_NOTES = {"deit-tiny": "the original notebook"}
 
 
@@ -71,13 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
         + ", ".join(_preset_help(name) for name in preset_names())
         + " (default: %(default)s)",
     )
-    t.add_argument("--data", required=True, help=data_help)
+    t.add_argument("--data", required=True, type=_path, help=data_help)
     t.add_argument(
         "--data-root",
         default="./data",
         help="download folder for cifar10/cifar100 (default: %(default)s)",
     )
-    t.add_argument("--out", required=True, help="run folder for checkpoints, metrics and figures")
+    t.add_argument(
+        "--out", required=True, type=_path, help="run folder for checkpoints, metrics and figures"
+    )
     t.add_argument("--epochs", type=_positive(int), help="epochs (preset default: 300)")
     t.add_argument(
         "--batch-size",
@@ -149,15 +158,19 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser(
         "evaluate", help="evaluate a checkpoint on the test set; writes figures and metrics.json"
     )
-    e.add_argument("--checkpoint", required=True, help="RUN_DIR/best.pt or RUN_DIR/last.pt")
-    e.add_argument("--data", required=True, help=data_help)
+    e.add_argument(
+        "--checkpoint", required=True, type=_path, help="RUN_DIR/best.pt or RUN_DIR/last.pt"
+    )
+    e.add_argument("--data", required=True, type=_path, help=data_help)
     e.add_argument(
         "--data-root",
         default="./data",
         help="download folder for cifar10/cifar100 (default: %(default)s)",
     )
     e.add_argument(
-        "--out", help="folder for figures and metrics.json (default: the checkpoint's folder)"
+        "--out",
+        type=_path,
+        help="folder for figures and metrics.json (default: the checkpoint's folder)",
     )
     e.add_argument(
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: %(default)s"
@@ -178,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="IMAGE_OR_FOLDER",
         help="image files or folders (searched recursively)",
     )
-    pr.add_argument("--checkpoint", required=True, help="RUN_DIR/best.pt or RUN_DIR/last.pt")
+    pr.add_argument(
+        "--checkpoint", required=True, type=_path, help="RUN_DIR/best.pt or RUN_DIR/last.pt"
+    )
     pr.add_argument(
         "--top-k",
         type=_positive(int),
@@ -194,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="average each image with its mirror image (default: as the checkpoint's evaluation)",
     )
     tta.add_argument("--no-tta", dest="tta", action="store_false", help="no test-time augmentation")
-    pr.add_argument("--out", help="also write the predictions to a .csv or .json file")
+    pr.add_argument("--out", type=_path, help="also write the predictions to a .csv or .json file")
     pr.add_argument(
         "--batch-size",
         type=_positive(int),
@@ -212,12 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
         "(S = the model's image size; resize with a bicubic filter first) and returns logits "
         "(batch, classes). Class names and the input contract are in the file's metadata.",
     )
-    x.add_argument("--checkpoint", required=True, help="RUN_DIR/best.pt or RUN_DIR/last.pt")
+    x.add_argument(
+        "--checkpoint", required=True, type=_path, help="RUN_DIR/best.pt or RUN_DIR/last.pt"
+    )
     x.add_argument(
         "--format", default="onnx", choices=["onnx", "torchscript"], help="default: %(default)s"
     )
     x.add_argument(
         "--out",
+        type=_path,
         help="output file (default: beside the checkpoint, NAME.onnx or NAME.torchscript.pt)",
     )
     x.add_argument(
@@ -300,9 +318,10 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from vitcifar.checkpoint import load_checkpoint
     from vitcifar.data import load_test_set
-    from vitcifar.evaluate import evaluate
+    from vitcifar.evaluate import check_finite, evaluate
 
     ckpt = load_checkpoint(args.checkpoint)
+    check_finite(ckpt, args.checkpoint)  # before minutes of loading the test set
     image_size = ckpt["model_config"].get("image_size", 32)
     test = load_test_set(args.data, data_root=args.data_root, image_size=image_size)
     report = evaluate(args.checkpoint, test, out_dir=args.out, device=args.device)
@@ -349,6 +368,8 @@ def _export(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoint)
     suffix = ".onnx" if args.format == "onnx" else ".torchscript.pt"
     out = Path(args.out) if args.out else ckpt.with_name(ckpt.stem + suffix)
+    check_not_a_link_loop(ckpt, "checkpoint")
+    check_not_a_link_loop(out, "--out", ValueError)
     if out.resolve() == ckpt.resolve():
         raise ValueError(f"--out {out} would overwrite the checkpoint; choose another file name")
     try:

@@ -34,6 +34,7 @@ from vitcifar.checkpoint import (
     RunFolder,
     TrainState,
     config_diff,
+    hold_folder,
     load_checkpoint,
     load_optimizer_state,
     load_state_into,
@@ -296,7 +297,38 @@ def train(
     Under ``torchrun`` (``vitcifar.distributed``) every process calls ``train`` alike: each takes
     its shard of every global batch of ``cfg.batch_size``, and rank 0 alone writes the run folder.
     A run may resume with another number of processes.
+
+    The run folder is locked for the call (``checkpoint.hold_folder``; rank 0 holds it): a second
+    writer, e.g. a torchrun worker that outlived a killed torchrun, is refused with
+    ``FolderLockedError`` naming its PID.
     """
+    if not str(out_dir).strip():
+        raise ValueError("the run folder is an empty path; name one, e.g. --out runs/demo")
+    folder = RunFolder(out_dir)
+    folder.check_writable()
+    with hold_folder(folder.path, command="train", dist=Distributed.from_env()):
+        return _train(
+            model_cfg,
+            splits,
+            cfg,
+            out_dir,
+            resume=resume,
+            progress=progress,
+            stop_after=stop_after,
+        )
+
+
+def _train(
+    model_cfg: ViTConfig,
+    splits: Splits,
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> RunResult:
+    """``train`` inside the run folder's lock."""
     from tqdm.auto import tqdm
 
     folder = RunFolder(out_dir)
