@@ -781,8 +781,14 @@ class FolderLock:
             if same:
                 break
             os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {self.command}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {self.command}\n".encode())
+        except OSError as err:  # e.g. a disk too full for the PID
+            self.path.unlink(missing_ok=True)
+            os.close(fd)
+            self._remove_made()
+            raise self._unwritable(err) from err
         self._held[key] = [fd, 1]
         self._key = key
         return self

@@ -365,9 +365,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from vitcifar.export import export_model
 
-    ckpt = Path(args.checkpoint)
-    suffix = ".onnx" if args.format == "onnx" else ".torchscript.pt"
-    out = Path(args.out) if args.out else ckpt.with_name(ckpt.stem + suffix)
+    ckpt, out = Path(args.checkpoint), _export_out(args)
     check_not_a_link_loop(ckpt, "checkpoint")
     check_not_a_link_loop(out, "--out", ValueError)
     if out.resolve() == ckpt.resolve():
@@ -381,7 +379,37 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_out(args: argparse.Namespace) -> Path:
+    ckpt = Path(args.checkpoint)
+    suffix = ".onnx" if args.format == "onnx" else ".torchscript.pt"
+    return Path(args.out) if args.out else ckpt.with_name(ckpt.stem + suffix)
+
+
 _COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export}
+
+# The folder each command writes, locked for the whole command (vitcifar.checkpoint.hold_folder):
+# a second writer is refused before minutes of data loading, not after them.
+_WRITES_INTO = {
+    "train": lambda args: Path(args.out),
+    "evaluate": lambda args: Path(args.out or Path(args.checkpoint).parent),
+    "predict": lambda args: Path(args.out).parent if args.out else None,
+    "export": lambda args: _export_out(args).parent,
+}
+
+
+def _run_locked(args: argparse.Namespace) -> int:
+    from vitcifar.checkpoint import RunFolder, hold_folder
+    from vitcifar.distributed import Distributed
+
+    folder = _WRITES_INTO[args.command](args)
+    if folder is None:
+        return _COMMANDS[args.command](args)
+    dist = None
+    if args.command == "train":
+        RunFolder(folder).check_writable()  # its own message for a --out below a file
+        dist = Distributed.from_env()  # under torchrun rank 0 holds the lock for all
+    with hold_folder(folder, command=args.command, dist=dist):
+        return _COMMANDS[args.command](args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -393,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(message)s",
     )
     try:
-        return _COMMANDS[args.command](args)
+        return _run_locked(args)
     except (DataError, CheckpointError, ValueError, FileNotFoundError) as err:
         print(f"vitcifar: error: {err}", file=sys.stderr)
         return 2
