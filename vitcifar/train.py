@@ -15,6 +15,7 @@ loader choice (``make_loader``) and one optimisation step (``Stepper``).
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 import os
@@ -274,6 +275,23 @@ class RunResult:
     best_epoch: int
 
 
+def _locking_the_run_folder(train_fn):
+    """``train`` with its run folder locked for the call (``checkpoint.hold_folder``; under
+    torchrun rank 0 holds it and every rank learns whether it got it)."""
+
+    @functools.wraps(train_fn)
+    def locked(model_cfg, splits, cfg, out_dir, **kwargs) -> RunResult:
+        if not str(out_dir).strip():
+            raise ValueError("the run folder is an empty path; name one, e.g. --out runs/demo")
+        folder = RunFolder(out_dir)
+        folder.check_writable()
+        with hold_folder(folder.path, command="train", dist=Distributed.from_env()):
+            return train_fn(model_cfg, splits, cfg, out_dir, **kwargs)
+
+    return locked
+
+
+@_locking_the_run_folder
 def train(
     model_cfg: ViTConfig,
     splits: Splits,
@@ -302,33 +320,6 @@ def train(
     writer, e.g. a torchrun worker that outlived a killed torchrun, is refused with
     ``FolderLockedError`` naming its PID.
     """
-    if not str(out_dir).strip():
-        raise ValueError("the run folder is an empty path; name one, e.g. --out runs/demo")
-    folder = RunFolder(out_dir)
-    folder.check_writable()
-    with hold_folder(folder.path, command="train", dist=Distributed.from_env()):
-        return _train(
-            model_cfg,
-            splits,
-            cfg,
-            out_dir,
-            resume=resume,
-            progress=progress,
-            stop_after=stop_after,
-        )
-
-
-def _train(
-    model_cfg: ViTConfig,
-    splits: Splits,
-    cfg: TrainConfig,
-    out_dir: str | os.PathLike,
-    *,
-    resume: bool = False,
-    progress: bool = True,
-    stop_after: int | None = None,
-) -> RunResult:
-    """``train`` inside the run folder's lock."""
     from tqdm.auto import tqdm
 
     folder = RunFolder(out_dir)

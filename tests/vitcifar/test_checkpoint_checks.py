@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import subprocess
-import sys
 import zipfile
 
 import pytest
@@ -25,23 +23,6 @@ from vitcifar.model import ViTConfig
 from vitcifar.train import TrainConfig, train
 
 pytestmark = pytest.mark.slow
-
-
-def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "vitcifar", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-    )
-
-
-def one_line(done: subprocess.CompletedProcess, code: int = 2) -> str:
-    err = done.stderr.strip()
-    assert done.returncode == code, (done.returncode, err[-2000:])
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err[-2000:]
-    return err
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +65,9 @@ def test_every_written_checkpoint_carries_the_checksum_of_its_tensors(best):
     assert CHECKSUM_KEY not in load_checkpoint(best)  # the loaded dict is the TrainState's
 
 
-def test_a_flipped_byte_in_tensor_data_is_a_clear_error(best, tmp_path, image_folder):
+def test_a_flipped_byte_in_tensor_data_is_a_clear_error(
+    best, tmp_path, image_folder, run_cli, one_error_line
+):
     damaged = tmp_path / "damaged.pt"
     data = bytearray(best.read_bytes())
     with zipfile.ZipFile(best) as z:  # the largest tensor record: the bytes of a weight matrix
@@ -96,7 +79,7 @@ def test_a_flipped_byte_in_tensor_data_is_a_clear_error(best, tmp_path, image_fo
     torch.load(damaged, weights_only=True)  # torch alone does not notice
     with pytest.raises(CheckpointError, match=r"damaged.pt is damaged: its tensors do not match"):
         load_checkpoint(damaged)
-    err = one_line(run_cli(*evaluate_args(damaged, image_folder, tmp_path)))
+    err = one_error_line(run_cli(*evaluate_args(damaged, image_folder, tmp_path)))
     assert "damaged.pt is damaged" in err and "test accuracy" not in err
     assert not (tmp_path / "eval").exists()
 
@@ -112,7 +95,9 @@ def test_a_file_without_a_checksum_loads_with_a_note(best, tmp_path, caplog):
     assert torch.equal(ckpt["model"]["head.weight"], raw["model"]["head.weight"])
 
 
-def test_config_bomb_is_refused_before_any_model_is_built(best, tmp_path, monkeypatch):
+def test_config_bomb_is_refused_before_any_model_is_built(
+    best, tmp_path, monkeypatch, run_cli, one_error_line
+):
     bomb = edited(best, tmp_path, "bomb.pt", lambda c: c["model_config"].update(depth=10**6))
     evaluate_module = importlib.import_module("vitcifar.evaluate")  # not the function of that name
     built = []
@@ -120,7 +105,7 @@ def test_config_bomb_is_refused_before_any_model_is_built(best, tmp_path, monkey
     with pytest.raises(CheckpointError, match=r"depth=1000000 is beyond what vitcifar builds"):
         evaluate_module.load_model(bomb)
     assert built == []  # refused before the model (3.2 GB and rising, issue 20) was allocated
-    err = one_line(run_cli("predict", "--checkpoint", bomb, "--device", "cpu", str(best)))
+    err = one_error_line(run_cli("predict", "--checkpoint", bomb, "--device", "cpu", str(best)))
     assert "bomb.pt: model_config depth=1000000 is beyond what vitcifar builds" in err
 
 
@@ -142,14 +127,16 @@ def test_a_model_too_big_in_total_is_refused(best, tmp_path):
         load_checkpoint(path)
 
 
-def test_nan_weights_give_no_probability_and_no_accuracy(best, tmp_path, image_folder):
+def test_nan_weights_give_no_probability_and_no_accuracy(
+    best, tmp_path, image_folder, run_cli, one_error_line
+):
     nan = edited(best, tmp_path, "nan.pt", lambda c: c["model"]["head.weight"].fill_(float("nan")))
     done = run_cli("predict", "--checkpoint", nan, "--device", "cpu", str(image_folder))
-    err = one_line(done)
+    err = one_error_line(done)
     assert "nan.pt holds weights that are not finite (NaN or inf in head.weight)" in err
     assert "nan%" not in done.stdout and done.stdout == ""
     done = run_cli(*evaluate_args(nan, image_folder, tmp_path))
-    assert "not finite" in one_line(done) and "accuracy" not in done.stdout
+    assert "not finite" in one_error_line(done) and "accuracy" not in done.stdout
     assert not (tmp_path / "eval").exists()
 
 
@@ -197,12 +184,14 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("case", list(MALFORMED))
-def test_malformed_but_loadable_checkpoints_are_one_line(case, best, tmp_path, image_folder):
+def test_malformed_but_loadable_checkpoints_are_one_error_line(
+    case, best, tmp_path, image_folder, run_cli, one_error_line
+):
     edit, message = MALFORMED[case]
     path = edited(best, tmp_path, "odd.pt", edit)
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint(path)
-    err = one_line(run_cli(*evaluate_args(path, image_folder, tmp_path)))
+    err = one_error_line(run_cli(*evaluate_args(path, image_folder, tmp_path)))
     assert "odd.pt" in err
 
 
@@ -211,11 +200,13 @@ class Payload:  # an arbitrary object: unpickling it could run code
         return (print, ("this must never run",))
 
 
-def test_malicious_pickle_refusal_keeps_torchs_warning_whole(tmp_path, image_folder):
+def test_malicious_pickle_refusal_keeps_torchs_warning_whole(
+    tmp_path, image_folder, run_cli, one_error_line
+):
     evil = tmp_path / "evil.pt"
     torch.save({"format": "vitcifar-checkpoint/1", "model": Payload()}, evil)
     done = run_cli(*evaluate_args(evil, image_folder, tmp_path))
-    err = one_line(done)
+    err = one_error_line(done)
     assert "evil.pt is not a vitcifar checkpoint: it holds Python objects" in err
     assert "Unsupported global: GLOBAL builtins.print" in err or "GLOBAL print" in err
     assert (

@@ -25,19 +25,6 @@ time.sleep(600)
 """
 
 
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "vitcifar", *args], capture_output=True, text=True, timeout=timeout
-    )
-
-
-def one_line(done: subprocess.CompletedProcess, code: int = 2) -> str:
-    err = done.stderr.strip()
-    assert done.returncode == code, (done.returncode, err[-2000:])
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err[-2000:]
-    return err
-
-
 @pytest.fixture
 def holder(tmp_path):
     """Another process that holds the lock of tmp_path/run until the test ends (or kills it)."""
@@ -52,14 +39,16 @@ def holder(tmp_path):
     proc.wait()
 
 
-def test_a_second_writer_is_refused_with_the_holders_pid(holder, image_folder, tiny_train_args):
+def test_a_second_writer_is_refused_with_the_holders_pid(
+    holder, image_folder, tiny_train_args, run_cli, one_error_line
+):
     folder, proc = holder
     with pytest.raises(
         FolderLockedError, match=rf"in use by another vitcifar process \(PID {proc.pid}, train\)"
     ) as err:
         FolderLock(folder, "evaluate").acquire()
     assert err.value.pid == proc.pid
-    err = one_line(run_cli(*tiny_train_args(image_folder, folder, "--no-eval")))
+    err = one_error_line(run_cli(*tiny_train_args(image_folder, folder, "--no-eval")))
     assert f"PID {proc.pid}, train" in err and f"kill {proc.pid}" in err
     assert sorted(p.name for p in folder.iterdir()) == [LOCK_NAME]  # nothing else was written
 
@@ -112,20 +101,22 @@ def small_checkpoint(path: Path) -> Path:
 
 
 def test_export_evaluate_and_predict_into_a_locked_folder_are_refused(
-    holder, tmp_path, image_folder
+    holder, tmp_path, image_folder, run_cli, one_error_line
 ):
     folder, proc = holder
     ckpt = small_checkpoint(tmp_path / "best.pt")
     out = str(folder / "model.pt")
-    err = one_line(
+    err = one_error_line(
         run_cli("export", "--checkpoint", str(ckpt), "--format", "torchscript", "--out", out)
     )
     assert f"PID {proc.pid}, train" in err
     args = ["--checkpoint", str(ckpt), "--device", "cpu"]
-    err = one_line(run_cli("evaluate", *args, "--data", str(image_folder), "--out", str(folder)))
+    err = one_error_line(
+        run_cli("evaluate", *args, "--data", str(image_folder), "--out", str(folder))
+    )
     assert f"PID {proc.pid}, train" in err
     done = run_cli("predict", *args, str(image_folder), "--out", str(folder / "preds.csv"))
-    assert f"PID {proc.pid}, train" in one_line(done)
+    assert f"PID {proc.pid}, train" in one_error_line(done)
     assert sorted(p.name for p in folder.iterdir()) == [LOCK_NAME]
 
 
@@ -176,7 +167,9 @@ def _pids_with(text: str) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the orphans through /proc")
-def test_orphaned_torchrun_workers_cannot_corrupt_a_resume(image_folder, tmp_path, tiny_train_args):
+def test_orphaned_torchrun_workers_cannot_corrupt_a_resume(
+    image_folder, tmp_path, tiny_train_args, run_cli, one_error_line
+):
     folder = tmp_path / "orphans"
     args = tiny_train_args(image_folder, folder, "--no-eval")
     args[args.index("--epochs") + 1] = "400"  # long enough to outlive torchrun
@@ -196,7 +189,9 @@ def test_orphaned_torchrun_workers_cannot_corrupt_a_resume(image_folder, tmp_pat
         workers = [p for p in _pids_with(str(folder)) if p != agent.pid]
         if writer not in workers:
             pytest.skip("torch elastic stopped its workers with torchrun here: no orphans")
-        err = one_line(run_cli(*tiny_train_args(image_folder, folder, "--no-eval", "--resume")))
+        err = one_error_line(
+            run_cli(*tiny_train_args(image_folder, folder, "--no-eval", "--resume"))
+        )
         assert f"PID {writer}, train" in err and "outlived torchrun" in err
     finally:
         if agent.poll() is None:

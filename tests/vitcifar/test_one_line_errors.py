@@ -5,9 +5,7 @@ an --opset the exporter cannot write, an empty --out. Through the CLI in a subpr
 from __future__ import annotations
 
 import os
-import re
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -17,28 +15,6 @@ from vitcifar.config import TrainConfig
 from vitcifar.model import ViT, ViTConfig
 
 pytestmark = pytest.mark.slow
-
-
-def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "vitcifar", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-    )
-
-
-def one_line(done: subprocess.CompletedProcess, code: int = 2) -> str:
-    """The one error line on stderr (progress bars, e.g. evaluate's test-set decoding, aside)."""
-    assert done.returncode == code, (done.returncode, done.stderr[-2000:])
-    assert "Traceback" not in done.stderr, done.stderr[-2000:]
-    lines = [ln for ln in done.stderr.splitlines() if ln.strip() and not PROGRESS.search(ln)]
-    assert len(lines) == 1, done.stderr[-2000:]
-    return lines[0]
-
-
-PROGRESS = re.compile(r"\d+/\d+ \[[^\]]*\]$|it/s\]$")  # a tqdm bar's tail
 
 
 @pytest.fixture(scope="module")
@@ -62,23 +38,33 @@ def ckpt(tmp_path_factory):
     return path
 
 
-def _mount(folder, options: str):
+@pytest.fixture
+def tmpfs(tmp_path):
+    """``tmpfs(name, options)``: a real tmpfs mounted at tmp_path/name (unmounted afterwards)."""
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
-    folder.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True
-    )
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    mounted = []
+
+    def mount(name: str, options: str):
+        folder = tmp_path / name
+        folder.mkdir()
+        cmd = ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)]
+        done = subprocess.run(cmd, capture_output=True)
+        if done.returncode:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)])
 
 
 @pytest.fixture
-def full_disk(tmp_path):
+def full_disk(tmpfs):
     """A real full disk (not a simulated error): a 2 MB tmpfs filled but for one 4 KiB page,
     which the folder lock's PID takes."""
-    disk = tmp_path / "disk"
-    _mount(disk, "size=2m")
+    disk = tmpfs("disk", "size=2m")
     (disk / "spare").write_bytes(b"\0" * 4096)
     try:
         with open(disk / "filler", "wb", buffering=0) as f:
@@ -87,40 +73,35 @@ def full_disk(tmp_path):
     except OSError:
         pass
     (disk / "spare").unlink()
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)])
+    return disk
 
 
 @pytest.fixture
-def small_disk(tmp_path):
+def small_disk(tmpfs):
     """A 2 MB tmpfs: smaller than a deit-tiny checkpoint (64 MB), so torch.save runs out."""
-    disk = tmp_path / "small"
-    _mount(disk, "size=2m")
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)])
+    return tmpfs("small", "size=2m")
 
 
 @pytest.fixture
-def read_only(tmp_path):
-    folder = tmp_path / "ro"
-    _mount(folder, "size=1m,ro")
-    yield folder
-    subprocess.run(["umount", "-l", str(folder)])
+def read_only(tmpfs):
+    return tmpfs("ro", "size=1m,ro")
 
 
 # ----------------------------------------------------------------------------- a full disk
 
 
-def test_disk_full_while_training(small_disk, image_folder, tiny_train_args):
-    err = one_line(run_cli(*tiny_train_args(image_folder, small_disk / "run", "--no-eval")))
+def test_disk_full_while_training(
+    small_disk, image_folder, tiny_train_args, run_cli, one_error_line
+):
+    err = one_error_line(run_cli(*tiny_train_args(image_folder, small_disk / "run", "--no-eval")))
     assert "No space left on device while writing last.pt" in err
     assert list(small_disk.iterdir()) == []  # no partial file; the run folder it made is gone
 
 
-def test_a_disk_too_full_for_the_lock_is_one_line(full_disk, ckpt):
+def test_a_disk_too_full_for_the_lock_is_one_error_line(full_disk, ckpt, run_cli, one_error_line):
     (full_disk / "last-page").write_bytes(b"x")  # the page the lock would take
     out = full_disk / "model.pt"
-    err = one_line(
+    err = one_error_line(
         run_cli("export", "--checkpoint", str(ckpt), "--format", "torchscript", "--out", str(out))
     )
     assert f"cannot write {full_disk} (No space left on device); choose another --out" in err
@@ -136,24 +117,28 @@ def test_torch_save_on_a_full_disk_is_one_oserror(full_disk):
     assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]
 
 
-def test_disk_full_while_evaluating(full_disk, ckpt, image_folder):
+def test_disk_full_while_evaluating(full_disk, ckpt, image_folder, run_cli, one_error_line):
     args = ["--checkpoint", str(ckpt), "--data", str(image_folder), "--device", "cpu"]
-    err = one_line(run_cli("evaluate", *args, "--out", str(full_disk / "eval")))
+    err = one_error_line(run_cli("evaluate", *args, "--out", str(full_disk / "eval")))
     assert "No space left on device while writing confusion.png" in err
     assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]  # nothing partial, no folder
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_disk_full_while_exporting(full_disk, ckpt, fmt):
+def test_disk_full_while_exporting(full_disk, ckpt, fmt, run_cli, one_error_line):
     if fmt == "onnx":
         pytest.importorskip("onnxscript")
     out = full_disk / "model.bin"
-    err = one_line(run_cli("export", "--checkpoint", str(ckpt), "--format", fmt, "--out", str(out)))
+    err = one_error_line(
+        run_cli("export", "--checkpoint", str(ckpt), "--format", fmt, "--out", str(out))
+    )
     assert "No space left on device while writing model.bin" in err
     assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]
 
 
-def test_disk_full_while_writing_predictions(full_disk, ckpt, image_folder):
+def test_disk_full_while_writing_predictions(
+    full_disk, ckpt, image_folder, run_cli, one_error_line
+):
     out = full_disk / "preds.csv"
     done = run_cli(
         "predict",
@@ -165,7 +150,7 @@ def test_disk_full_while_writing_predictions(full_disk, ckpt, image_folder):
         "--out",
         str(out),
     )
-    assert "No space left on device while writing preds.csv" in one_line(done)
+    assert "No space left on device while writing preds.csv" in one_error_line(done)
     assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]
 
 
@@ -173,13 +158,15 @@ def test_disk_full_while_writing_predictions(full_disk, ckpt, image_folder):
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_export_into_a_read_only_folder(read_only, ckpt, fmt):
+def test_export_into_a_read_only_folder(read_only, ckpt, fmt, run_cli, one_error_line):
     out = read_only / "model.bin"
-    err = one_line(run_cli("export", "--checkpoint", str(ckpt), "--format", fmt, "--out", str(out)))
+    err = one_error_line(
+        run_cli("export", "--checkpoint", str(ckpt), "--format", fmt, "--out", str(out))
+    )
     assert f"cannot write {read_only} (Read-only file system); choose another --out" in err
 
 
-def test_export_opset_outside_what_the_exporter_writes(ckpt, tmp_path):
+def test_export_opset_outside_what_the_exporter_writes(ckpt, tmp_path, run_cli, one_error_line):
     pytest.importorskip("onnx")
     from vitcifar.export import supported_opsets
 
@@ -189,7 +176,7 @@ def test_export_opset_outside_what_the_exporter_writes(ckpt, tmp_path):
         done = run_cli(
             "export", "--checkpoint", str(ckpt), "--opset", str(opset), "--out", str(out)
         )
-        err = one_line(done)
+        err = one_error_line(done)
         assert (
             f"--opset {opset} is outside what the installed exporter writes ({low} to {high})"
             in err
@@ -218,46 +205,50 @@ def loop(tmp_path):
 
 
 @pytest.mark.parametrize("command", ["export", "evaluate", "predict"])
-def test_checkpoint_that_is_a_symlink_loop(command, loop, image_folder, tmp_path):
+def test_checkpoint_that_is_a_symlink_loop(
+    command, loop, image_folder, tmp_path, run_cli, one_error_line
+):
     extra = {
         "export": ["--out", str(tmp_path / "m.pt"), "--format", "torchscript"],
         "evaluate": ["--data", str(image_folder), "--out", str(tmp_path / "eval")],
         "predict": [str(image_folder)],
     }[command]
-    err = one_line(run_cli(command, "--checkpoint", str(loop), *extra))
+    err = one_error_line(run_cli(command, "--checkpoint", str(loop), *extra))
     assert f"checkpoint {loop} is a symbolic link loop" in err
 
 
-def test_image_that_is_a_symlink_loop(ckpt, tmp_path):
+def test_image_that_is_a_symlink_loop(ckpt, tmp_path, run_cli, one_error_line):
     image = tmp_path / "cat.png"
     os.symlink(image.name, image)
-    err = one_line(run_cli("predict", "--checkpoint", str(ckpt), str(image)))
+    err = one_error_line(run_cli("predict", "--checkpoint", str(ckpt), str(image)))
     assert f"image {image} is a symbolic link loop" in err
 
 
-def test_export_out_that_is_a_symlink_loop(ckpt, loop):
-    err = one_line(
+def test_export_out_that_is_a_symlink_loop(ckpt, loop, run_cli, one_error_line):
+    err = one_error_line(
         run_cli("export", "--checkpoint", str(ckpt), "--format", "torchscript", "--out", str(loop))
     )
     assert f"--out {loop} is a symbolic link loop" in err
 
 
-def test_train_out_empty_is_refused_and_nothing_is_written(image_folder, tmp_path, tiny_train_args):
+def test_train_out_empty_is_refused_and_nothing_is_written(
+    image_folder, tmp_path, tiny_train_args, run_cli, one_error_line
+):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    err = one_line(run_cli(*tiny_train_args(image_folder, "", "--no-eval"), cwd=cwd))
+    err = one_error_line(run_cli(*tiny_train_args(image_folder, "", "--no-eval"), cwd=cwd))
     assert "argument --out: an empty path" in err
     assert list(cwd.iterdir()) == []
 
 
 @pytest.mark.parametrize("command", ["evaluate", "predict", "export"])
-def test_other_empty_paths_are_refused(command, ckpt, image_folder):
+def test_other_empty_paths_are_refused(command, ckpt, image_folder, run_cli, one_error_line):
     extra = {
         "evaluate": ["--data", str(image_folder)],
         "predict": [str(image_folder)],
         "export": [],
     }
-    err = one_line(run_cli(command, "--checkpoint", str(ckpt), *extra[command], "--out", ""))
+    err = one_error_line(run_cli(command, "--checkpoint", str(ckpt), *extra[command], "--out", ""))
     assert "argument --out: an empty path" in err
 
 
