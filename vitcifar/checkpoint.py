@@ -21,14 +21,22 @@ best, metrics.jsonl from last.pt's history. Temporary files left by a kill are r
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import json
 import logging
+import math
 import os
 import pickle
 import random
+import re
 import shutil
 import tempfile
-from collections.abc import Callable
+import time
+import types
+import typing
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
@@ -36,21 +44,32 @@ from typing import IO, Any
 import torch
 
 from vitcifar.config import TrainConfig, ViTConfig
+from vitcifar.distributed import Distributed
 
 __all__ = [
+    "CHECKSUM_KEY",
     "CheckpointError",
+    "FolderLock",
+    "FolderLockedError",
+    "LOCK_NAME",
     "RunFolder",
     "RunFolderError",
     "TrainState",
     "atomic_save",
     "atomic_write",
+    "check_not_a_link_loop",
     "config_diff",
+    "hold_folder",
     "load_checkpoint",
     "load_optimizer_state",
     "load_state_into",
     "rng_state",
     "set_rng_state",
     "stored_configs",
+    "tensor_checksum",
+    "validate_checkpoint",
+    "verify_checksum",
+    "write_in_order",
 ]
 
 log = logging.getLogger(__name__)
@@ -87,10 +106,42 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
+        failure = _write_failure(err, path)  # measured before the temporary file is removed
         Path(tmp).unlink(missing_ok=True)
+        if failure is not None:
+            raise failure from err
         raise
     _fsync_dir(path.parent)
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _write_failure(err: BaseException, path: Path) -> OSError | None:
+    """A full disk as one ``OSError`` naming ``path`` (None: ``err`` is something else).
+
+    A full disk shows as ``OSError`` ENOSPC (or EDQUOT/EFBIG: a quota or a file-size limit), or,
+    inside ``torch.save``, as torch's ``[enforce fail at inline_container.cc:...] unexpected pos``
+    (its zip writer notices the short write); that one is taken for a full disk when the folder
+    has less than 1 MiB free, else reported as a failed write with torch's first line.
+    """
+    if isinstance(err, OSError) and err.errno in _DISK_FULL:
+        reason = os.strerror(err.errno)
+    elif isinstance(err, RuntimeError) and "unexpected pos" in str(err):
+        try:
+            full = shutil.disk_usage(path.parent).free < 2**20
+        except OSError:
+            full = False
+        reason = os.strerror(errno.ENOSPC) if full else f"write failed ({_first_line(err)})"
+    else:
+        return None
+    code = err.errno if isinstance(err, OSError) and err.errno else errno.ENOSPC
+    return OSError(
+        code,
+        f"{reason} while writing {path.name}; free some space or choose another --out",
+        str(path),
+    )
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -108,8 +159,10 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def atomic_save(obj: dict[str, Any], path: str | os.PathLike) -> None:
-    """``torch.save`` ``obj`` to ``path`` atomically (see ``atomic_write``)."""
-    atomic_write(path, lambda f: torch.save(obj, f))
+    """``torch.save`` ``obj`` to ``path`` atomically (see ``atomic_write``), with the checksum of
+    its tensors (``tensor_checksum``) under ``CHECKSUM_KEY``, which ``load_checkpoint`` verifies."""
+    stamped = {**obj, CHECKSUM_KEY: tensor_checksum(obj)}
+    atomic_write(path, lambda f: torch.save(stamped, f))
 
 
 def load_checkpoint(
@@ -117,6 +170,7 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Read and validate a vitcifar checkpoint; raises ``CheckpointError`` naming the file and problem."""
     path = Path(path)
+    check_not_a_link_loop(path, "checkpoint")
     if not path.exists():
         raise CheckpointError(
             f"checkpoint {path} does not exist; point to RUN_DIR/best.pt or RUN_DIR/last.pt"
@@ -135,7 +189,7 @@ def load_checkpoint(
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"{path} is not a vitcifar checkpoint: it holds Python objects that are not allowed "
-            f"to be loaded safely ({_first_line(err)})"
+            f"to be loaded safely ({_unpickling_reason(err)})"
         ) from err
     except Exception as err:  # noqa: BLE001 - truncated files fail in many ways inside torch.load
         raise CheckpointError(
@@ -149,6 +203,8 @@ def load_checkpoint(
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path} is missing {missing}; it is damaged or from another program")
+    verify_checksum(ckpt, path)  # and takes CHECKSUM_KEY out: the dict is the TrainState's
+    validate_checkpoint(ckpt, path)
     return ckpt
 
 
@@ -389,3 +445,454 @@ class RunFolder:
 def metrics_text(history: list[dict[str, Any]]) -> str:
     """metrics.jsonl's content: one JSON object per epoch."""
     return "".join(json.dumps(row) + "\n" for row in history)
+
+
+# ----------------------------------------------------------------------------- checksums and checks
+# A checkpoint is checked before any model is built from it: its tensors against the checksum
+# written with them, then the type of every stored field and the bounds of the model config (a
+# config that asks for 10**6 blocks is refused here, not by the allocator).
+
+CHECKSUM_KEY = "checksum"  # {"sha256": hex digest, "tensors": count}; taken out by load_checkpoint
+
+
+def _tensors(obj: Any, name: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor in a nested dict/list/tuple, with its path, in a fixed order."""
+    if isinstance(obj, torch.Tensor):
+        yield name, obj
+    elif isinstance(obj, dict):
+        for key in sorted(obj, key=str):
+            if not (name == "" and key == CHECKSUM_KEY):
+                yield from _tensors(obj[key], f"{name}/{key}")
+    elif isinstance(obj, (list, tuple)):
+        for i, item in enumerate(obj):
+            yield from _tensors(item, f"{name}/{i}")
+
+
+def tensor_checksum(obj: dict[str, Any]) -> dict[str, Any]:
+    """SHA-256 over the path, dtype, shape and bytes of every tensor in ``obj`` (the weights, the
+    optimizer's moments, the RNG states, ...): what ``atomic_save`` stores under ``CHECKSUM_KEY``.
+    Python values beside the tensors (configs, history) are checked by ``validate_checkpoint``."""
+    digest, count = hashlib.sha256(), 0
+    for name, t in _tensors(obj):
+        data = t.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{data.dtype}:{tuple(t.shape)};".encode())
+        digest.update(memoryview(data.view(torch.uint8).numpy()))
+        count += 1
+    return {"sha256": digest.hexdigest(), "tensors": count}
+
+
+def verify_checksum(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
+    """Compare ``ckpt``'s tensors with the checksum stored with them, and take the checksum out of
+    ``ckpt``. A file written before checksums were recorded loads, with a note in the log."""
+    stored = ckpt.pop(CHECKSUM_KEY, None)
+    if stored is None:
+        log.info(
+            "%s has no tensor checksum (written before vitcifar recorded one); loaded "
+            "without that check",
+            path,
+        )
+        return
+    if not isinstance(stored, dict) or not isinstance(stored.get("sha256"), str):
+        raise CheckpointError(f"{path} has a damaged checksum record; use another copy of the file")
+    if tensor_checksum(ckpt)["sha256"] != stored["sha256"]:
+        raise CheckpointError(
+            f"{path} is damaged: its tensors do not match the checksum written with them (bytes "
+            "changed on disk or in a copy); use another copy, e.g. RUN_DIR/best.pt or last.pt"
+        )
+
+
+# The largest model a stored config may ask for. vitcifar's presets are far inside (deit-tiny:
+# dim 192, depth 12, 64 patches); ViT-Huge (dim 1280, depth 32, 632 M parameters) still fits.
+MODEL_LIMITS: dict[str, float] = {
+    "image_size": 1024,  # pixels
+    "patch_size": 256,  # pixels
+    "in_channels": 16,
+    "num_classes": 100_000,
+    "dim": 4096,
+    "depth": 128,  # blocks
+    "heads": 128,
+    "mlp_ratio": 16.0,
+}
+MAX_PATCHES = 4096  # tokens per image (a 64 x 64 grid)
+MAX_PARAMETERS = 1_000_000_000  # 4 GB of fp32 weights
+
+
+def _short(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a stored object whose repr fails is still named
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _type_problem(value: Any, tp: Any) -> str | None:
+    """None when ``value`` is of the annotated type ``tp`` (a config field's), else what it should be."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        options = typing.get_args(tp)
+        return None if isinstance(value, str) and value in options else f"one of {options}"
+    if origin in (typing.Union, types.UnionType):
+        problems = [_type_problem(value, arg) for arg in typing.get_args(tp)]
+        return None if None in problems else " or ".join(p for p in problems if p)
+    if tp is type(None):
+        return None if value is None else "None"
+    if tp is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if tp is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "a whole number"
+    if tp is float:
+        ok = (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        )
+        return None if ok else "a finite number"
+    if tp is str:
+        return None if isinstance(value, str) else "a string"
+    if isinstance(tp, type) and hasattr(tp, "__dataclass_fields__"):
+        return None if isinstance(value, dict) else "a dict of settings"
+    return None
+
+
+def _check_config(d: Any, cls: type, key: str, path: Any, legacy: tuple[str, ...] = ()) -> None:
+    """Every field of a stored ``cls`` config (and of configs nested in it) is of its type."""
+    if not isinstance(d, dict):
+        raise CheckpointError(
+            f"{path}: {key} is {_short(d)} ({type(d).__name__}), not a dict of {cls.__name__} "
+            "settings; the file is damaged or from another program"
+        )
+    hints = typing.get_type_hints(cls)
+    for name, value in d.items():
+        if name in legacy:
+            continue
+        if name not in hints:
+            raise CheckpointError(
+                f"{path}: {key} has the unknown field {_short(name)}; use the vitcifar version "
+                "that wrote the file"
+            )
+        wanted = _type_problem(value, hints[name])
+        if wanted is not None:
+            raise CheckpointError(
+                f"{path}: {key}.{name} is {_short(value)} ({type(value).__name__}), not "
+                f"{wanted}; the file is damaged or was edited"
+            )
+        if hasattr(hints[name], "__dataclass_fields__"):
+            _check_config(value, hints[name], f"{key}.{name}", path)
+
+
+def _estimated_parameters(cfg: dict[str, Any]) -> float:
+    """Roughly what ``ViT(cfg)`` allocates, from the fields alone (``ViTConfig``'s defaults)."""
+    full = {f.name: f.default for f in fields(ViTConfig)} | cfg
+    dim, depth = full["dim"], full["depth"]
+    block = (4 + 2 * full["mlp_ratio"]) * dim * dim
+    patches = (full["image_size"] // full["patch_size"]) ** 2
+    embed = full["patch_size"] ** 2 * full["in_channels"] * dim + (patches + 1) * dim
+    return depth * block + embed + dim * full["num_classes"]
+
+
+def validate_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
+    """Refuse, with one ``CheckpointError`` line, a loaded checkpoint whose stored fields are not
+    of their types (a config that is a string, a garbage value, a history that is not a list of
+    epochs), or whose model config is beyond ``MODEL_LIMITS`` — before anything is built from it."""
+    _check_config(ckpt["model_config"], ViTConfig, "model_config", path)
+    _check_config(
+        ckpt["train_config"], TrainConfig, "train_config", path, legacy=("mix_off_epochs",)
+    )
+    model_cfg = ckpt["model_config"]
+    for name, limit in MODEL_LIMITS.items():
+        if name in model_cfg and model_cfg[name] > limit:
+            raise CheckpointError(
+                f"{path}: model_config {name}={model_cfg[name]} is beyond what vitcifar builds (at "
+                f"most {limit:g}); the file is damaged or not a vitcifar checkpoint, so no model "
+                "is built from it"
+            )
+    try:
+        ViTConfig.from_dict(model_cfg)
+        TrainConfig.from_dict(ckpt["train_config"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path} has unusable settings: {_first_line(err)}") from err
+    size = model_cfg.get("image_size", 32) // model_cfg.get("patch_size", 4)
+    if size * size > MAX_PATCHES or _estimated_parameters(model_cfg) > MAX_PARAMETERS:
+        raise CheckpointError(
+            f"{path}: model_config asks for a model beyond what vitcifar builds ({size * size} "
+            f"patches, ~{_estimated_parameters(model_cfg):.2g} parameters; at most {MAX_PATCHES} "
+            f"and {MAX_PARAMETERS:.0e}); the file is damaged or not a vitcifar checkpoint"
+        )
+    checks = {
+        "epoch": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+        "best_epoch": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "best_val_acc": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "classes": lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v),
+        "model": _is_state_dict,
+        "ema": lambda v: v is None or _is_state_dict(v),
+    }
+    wanted = {
+        "epoch": "a whole number >= 0",
+        "best_epoch": "a whole number",
+        "best_val_acc": "a number",
+        "classes": "a list of class names",
+        "model": "a dict of tensors",
+        "ema": "a dict of tensors or None",
+    }
+    for key, ok in checks.items():
+        if key in ckpt and not ok(ckpt[key]):
+            raise CheckpointError(
+                f"{path}: {key} is {_short(ckpt[key])} ({type(ckpt[key]).__name__}), not "
+                f"{wanted[key]}; the file is damaged or from another program"
+            )
+    history = ckpt["history"]
+    if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
+        raise CheckpointError(
+            f"{path}: history is {_short(history)} ({type(history).__name__}), not a list of "
+            "epochs (dicts); the file is damaged or from another program"
+        )
+    for row in history:
+        for key in ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc"):
+            value = row.get(key, 0)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise CheckpointError(
+                    f"{path}: history has {key}={_short(value)}, not a number; the file is "
+                    "damaged or was edited"
+                )
+
+
+def _is_state_dict(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in value.items()
+    )
+
+
+def check_not_a_link_loop(
+    path: str | os.PathLike, what: str, error: type[Exception] = CheckpointError
+) -> None:
+    """Raise ``error`` naming ``path`` when it is a symbolic link loop (``Path.exists`` says False
+    for one, as if it were missing)."""
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise error(
+                f"{what} {path} is a symbolic link loop (a link that leads back to itself); "
+                "point to the real file"
+            ) from err
+
+
+def _unpickling_reason(err: BaseException) -> str:
+    """torch's refusal in one line: which object was refused, and its warning about arbitrary code
+    execution, whole."""
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(err)).split())
+    refused = re.search(r"Unsupported global: GLOBAL \S+", text)
+    parts = [refused.group(0)] if refused else []
+    at = text.find("arbitrary code execution")
+    if at >= 0:  # the whole sentence, and the next one when it says when to do it
+        start = text.rfind(". ", 0, at) + 2 if text.rfind(". ", 0, at) >= 0 else 0
+        end = text.find(".", at) + 1 or len(text)
+        if text[end:].lstrip().startswith("Do it only"):
+            end = text.find(".", end + 1) + 1 or len(text)
+        parts.append("torch: " + text[start:end].strip())
+    return "; ".join(parts) if parts else _first_line(err)
+
+
+# ----------------------------------------------------------------------------- output folders
+
+
+def write_in_order(
+    folder: str | os.PathLike, files: list[tuple[str, Callable[[IO[bytes]], None]]]
+) -> list[Path]:
+    """Write ``files`` ((name, write) pairs) into ``folder`` in their order, each with
+    ``atomic_write``: the last one is the set's commit point. Temporary files that a kill left for
+    these names are removed first. Returns the paths written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, _ in files:
+        for tmp in folder.glob(f".{glob_escape(name)}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+    written = []
+    for name, write in files:
+        atomic_write(folder / name, write)
+        written.append(folder / name)
+    return written
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+# ----------------------------------------------------------------------------- folder locks
+
+LOCK_NAME = ".vitcifar.lock"  # in the folder; holds "PID COMMAND" of the process that writes it
+
+
+class FolderLockedError(RunFolderError):
+    """Another live process writes the folder; ``pid`` names it (None when it could not be read)."""
+
+    def __init__(self, message: str, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
+class FolderLock:
+    """An OS lock (``fcntl.flock``, exclusive) on ``folder/.vitcifar.lock`` while a command writes
+    the folder: a second writer is refused with ``FolderLockedError`` naming the holder's PID.
+
+    The kernel releases the lock when its process dies (also by SIGKILL), so a lock file left by a
+    killed process is taken over by the next one. Reentrant within a process. On release the lock
+    file is removed, and so is the folder when this lock created it and it is still empty.
+    """
+
+    _held: typing.ClassVar[dict[str, list[int]]] = {}  # lock path -> [fd, depth]
+
+    def __init__(self, folder: str | os.PathLike, command: str = "vitcifar") -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self.command = command
+        self._key: str | None = None
+        self._made: list[Path] = []
+
+    def acquire(self) -> FolderLock:
+        import fcntl  # POSIX only; imported here so that the module imports on every platform
+
+        missing = [p for p in (self.folder, *self.folder.parents) if not p.exists()]
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise self._unwritable(err) from err
+        self._made = missing
+        key = str(self.path.resolve())
+        if key in self._held:
+            self._held[key][1] += 1
+            self._key = key
+            return self
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as err:
+                self._remove_made()
+                raise self._unwritable(err) from err
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                os.close(fd)
+                if err.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                    raise self._unwritable(err) from err
+                raise self._refusal() from None
+            try:  # a holder that released in between removed the file: lock the new one
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {self.command}\n".encode())
+        except OSError as err:  # e.g. a disk too full for the PID
+            self.path.unlink(missing_ok=True)
+            os.close(fd)
+            self._remove_made()
+            raise self._unwritable(err) from err
+        self._held[key] = [fd, 1]
+        self._key = key
+        return self
+
+    def release(self) -> None:
+        if self._key is None:
+            return
+        entry = self._held[self._key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            del self._held[self._key]
+            self.path.unlink(missing_ok=True)  # while still locked: no one locks the old file
+            os.close(entry[0])
+            self._remove_made()
+        self._key = None
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def _remove_made(self) -> None:
+        for p in self._made:  # innermost first; stops at the first folder that is not empty
+            try:
+                p.rmdir()
+            except OSError:
+                break
+        self._made = []
+
+    def _unwritable(self, err: OSError) -> RunFolderError:
+        return RunFolderError(
+            f"cannot write {self.folder} ({err.strerror or _first_line(err)}); choose another --out"
+        )
+
+    def holder(self) -> tuple[int | None, str]:
+        """(PID, command) written in the lock file by its holder; waits up to 1 s for a holder
+        that has just taken it over from a dead one to write its PID."""
+        pid, command = None, ""
+        for _ in range(20):
+            try:
+                pid_text, _, command = self.path.read_text().strip().partition(" ")
+                pid = int(pid_text)
+            except (OSError, ValueError):
+                pid = None
+            if pid is not None and _alive(pid):
+                return pid, command
+            time.sleep(0.05)
+        return pid, command
+
+    def _refusal(self) -> FolderLockedError:
+        pid, command = self.holder()
+        who = f"PID {pid}" + (f", {command}" if command else "") if pid else "PID unknown"
+        stop = (
+            f" or stop it (kill {pid}) if it is a leftover, e.g. a torchrun worker that "
+            "outlived torchrun,"
+            if pid
+            else ""
+        )
+        return FolderLockedError(
+            f"{self.folder} is in use by another vitcifar process ({who}); wait for it to end"
+            f"{stop} then run again, or choose another --out",
+            pid,
+        )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def hold_folder(
+    folder: str | os.PathLike, *, command: str, dist: Distributed | None = None
+) -> Iterator[FolderLock | None]:
+    """Hold ``folder``'s ``FolderLock`` for the block. Under torchrun (``dist`` enabled) rank 0
+    alone takes it, and every rank learns whether it did, so all of them stop alike (no rank
+    waits in a collective for one that gave up)."""
+    lock, failure, code = None, None, 0
+    if dist is None or dist.is_main:
+        try:
+            lock = FolderLock(folder, command).acquire()
+        except FolderLockedError as err:
+            failure, code = err, err.pid or -1
+        except RunFolderError as err:
+            failure, code = err, -1
+    if dist is not None and dist.enabled:
+        code = dist.broadcast_int(code)
+    if failure is not None:
+        raise failure
+    if code:
+        raise FolderLockedError(
+            f"{folder} is in use by another vitcifar process"
+            + (f" (PID {code})" if code > 0 else "")
+            + "; rank 0 could not lock it (see its message)",
+            code if code > 0 else None,
+        )
+    try:
+        yield lock
+    finally:
+        if lock is not None:
+            lock.release()

@@ -8,7 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from vitcifar.checkpoint import CheckpointError
+from vitcifar.checkpoint import CheckpointError, check_not_a_link_loop
 from vitcifar.config import preset_names
 from vitcifar.data import DataError
 
@@ -45,6 +45,13 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _path(text: str) -> str:
+    """A path argument; an empty one (``--out ""``) would mean the current folder, so it is refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; name a file or folder")
+    return text
+
+
 _PRESET_NOTES = {"deit-tiny": "the original notebook"}
 
 
@@ -71,13 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
         + ", ".join(_preset_help(name) for name in preset_names())
         + " (default: %(default)s)",
     )
-    t.add_argument("--data", required=True, help=data_help)
+    t.add_argument("--data", required=True, type=_path, help=data_help)
     t.add_argument(
         "--data-root",
         default="./data",
         help="download folder for cifar10/cifar100 (default: %(default)s)",
     )
-    t.add_argument("--out", required=True, help="run folder for checkpoints, metrics and figures")
+    t.add_argument(
+        "--out", required=True, type=_path, help="run folder for checkpoints, metrics and figures"
+    )
     t.add_argument("--epochs", type=_positive(int), help="epochs (preset default: 300)")
     t.add_argument(
         "--batch-size",
@@ -149,15 +158,19 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser(
         "evaluate", help="evaluate a checkpoint on the test set; writes figures and metrics.json"
     )
-    e.add_argument("--checkpoint", required=True, help="RUN_DIR/best.pt or RUN_DIR/last.pt")
-    e.add_argument("--data", required=True, help=data_help)
+    e.add_argument(
+        "--checkpoint", required=True, type=_path, help="RUN_DIR/best.pt or RUN_DIR/last.pt"
+    )
+    e.add_argument("--data", required=True, type=_path, help=data_help)
     e.add_argument(
         "--data-root",
         default="./data",
         help="download folder for cifar10/cifar100 (default: %(default)s)",
     )
     e.add_argument(
-        "--out", help="folder for figures and metrics.json (default: the checkpoint's folder)"
+        "--out",
+        type=_path,
+        help="folder for figures and metrics.json (default: the checkpoint's folder)",
     )
     e.add_argument(
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: %(default)s"
@@ -178,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="IMAGE_OR_FOLDER",
         help="image files or folders (searched recursively)",
     )
-    pr.add_argument("--checkpoint", required=True, help="RUN_DIR/best.pt or RUN_DIR/last.pt")
+    pr.add_argument(
+        "--checkpoint", required=True, type=_path, help="RUN_DIR/best.pt or RUN_DIR/last.pt"
+    )
     pr.add_argument(
         "--top-k",
         type=_positive(int),
@@ -194,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="average each image with its mirror image (default: as the checkpoint's evaluation)",
     )
     tta.add_argument("--no-tta", dest="tta", action="store_false", help="no test-time augmentation")
-    pr.add_argument("--out", help="also write the predictions to a .csv or .json file")
+    pr.add_argument("--out", type=_path, help="also write the predictions to a .csv or .json file")
     pr.add_argument(
         "--batch-size",
         type=_positive(int),
@@ -212,12 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
         "(S = the model's image size; resize with a bicubic filter first) and returns logits "
         "(batch, classes). Class names and the input contract are in the file's metadata.",
     )
-    x.add_argument("--checkpoint", required=True, help="RUN_DIR/best.pt or RUN_DIR/last.pt")
+    x.add_argument(
+        "--checkpoint", required=True, type=_path, help="RUN_DIR/best.pt or RUN_DIR/last.pt"
+    )
     x.add_argument(
         "--format", default="onnx", choices=["onnx", "torchscript"], help="default: %(default)s"
     )
     x.add_argument(
         "--out",
+        type=_path,
         help="output file (default: beside the checkpoint, NAME.onnx or NAME.torchscript.pt)",
     )
     x.add_argument(
@@ -301,9 +319,10 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from vitcifar.checkpoint import load_checkpoint
     from vitcifar.data import load_test_set
-    from vitcifar.evaluate import evaluate
+    from vitcifar.evaluate import check_finite, evaluate
 
     ckpt = load_checkpoint(args.checkpoint)
+    check_finite(ckpt, args.checkpoint)  # before minutes of loading the test set
     image_size = ckpt["model_config"].get("image_size", 32)
     test = load_test_set(args.data, data_root=args.data_root, image_size=image_size)
     report = evaluate(args.checkpoint, test, out_dir=args.out, device=args.device)
@@ -347,9 +366,9 @@ def _predict(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from vitcifar.export import export_model
 
-    ckpt = Path(args.checkpoint)
-    suffix = ".onnx" if args.format == "onnx" else ".torchscript.pt"
-    out = Path(args.out) if args.out else ckpt.with_name(ckpt.stem + suffix)
+    ckpt, out = Path(args.checkpoint), _export_out(args)
+    check_not_a_link_loop(ckpt, "checkpoint")
+    check_not_a_link_loop(out, "--out", ValueError)
     if out.resolve() == ckpt.resolve():
         raise ValueError(f"--out {out} would overwrite the checkpoint; choose another file name")
     try:
@@ -361,7 +380,37 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_out(args: argparse.Namespace) -> Path:
+    ckpt = Path(args.checkpoint)
+    suffix = ".onnx" if args.format == "onnx" else ".torchscript.pt"
+    return Path(args.out) if args.out else ckpt.with_name(ckpt.stem + suffix)
+
+
 _COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export}
+
+# The folder each command writes, locked for the whole command (vitcifar.checkpoint.hold_folder):
+# a second writer is refused before minutes of data loading, not after them.
+_WRITES_INTO = {
+    "train": lambda args: Path(args.out),
+    "evaluate": lambda args: Path(args.out or Path(args.checkpoint).parent),
+    "predict": lambda args: Path(args.out).parent if args.out else None,
+    "export": lambda args: _export_out(args).parent,
+}
+
+
+def _run_locked(args: argparse.Namespace) -> int:
+    from vitcifar.checkpoint import RunFolder, hold_folder
+    from vitcifar.distributed import Distributed
+
+    folder = _WRITES_INTO[args.command](args)
+    if folder is None:
+        return _COMMANDS[args.command](args)
+    dist = None
+    if args.command == "train":
+        RunFolder(folder).check_writable()  # its own message for a --out below a file
+        dist = Distributed.from_env()  # under torchrun rank 0 holds the lock for all
+    with hold_folder(folder, command=args.command, dist=dist):
+        return _COMMANDS[args.command](args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -373,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(message)s",
     )
     try:
-        return _COMMANDS[args.command](args)
+        return _run_locked(args)
     except (DataError, CheckpointError, ValueError, FileNotFoundError) as err:
         print(f"vitcifar: error: {err}", file=sys.stderr)
         return 2

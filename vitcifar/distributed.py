@@ -114,6 +114,18 @@ class Distributed:
             for v in values:
                 dist.all_reduce(v)
 
+    def broadcast_int(self, value: int) -> int:
+        """Rank 0's ``value`` on every rank (a decision that all ranks must follow alike)."""
+        if not self.enabled:
+            return value
+        import torch.distributed as dist
+
+        nccl = dist.get_backend() == "nccl"
+        t = torch.tensor([value], dtype=torch.int64)
+        t = t.to(torch.device("cuda", self.local_rank)) if nccl else t
+        dist.broadcast(t, src=0)
+        return int(t.item())
+
     def barrier(self) -> None:
         if self.enabled:
             import torch.distributed as dist

@@ -8,10 +8,13 @@ report.accuracy, report.figures["confusion"]
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,13 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
-from vitcifar.checkpoint import CheckpointError, load_checkpoint, load_state_into
+from vitcifar.checkpoint import (
+    CheckpointError,
+    hold_folder,
+    load_checkpoint,
+    load_state_into,
+    write_in_order,
+)
 from vitcifar.config import TrainConfig, ViTConfig
 from vitcifar.data import ImageSet, eval_batches, normalize
 from vitcifar.machine import resolve_amp, resolve_device
@@ -30,6 +39,7 @@ from vitcifar.plots import plot_attention, plot_confusion, plot_curves, plot_mis
 
 __all__ = [
     "EvalReport",
+    "check_finite",
     "evaluate",
     "evaluate_model",
     "load_model",
@@ -101,11 +111,29 @@ def load_model(
         cfg = ViTConfig.from_dict(ckpt["model_config"])
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{checkpoint} has an unusable model_config: {err}") from err
+    check_finite(ckpt, checkpoint)
     model = ViT(cfg)
-    load_state_into(
-        model, ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"], checkpoint
-    )
+    load_state_into(model, _weights(ckpt), checkpoint)
     return model.to(device).eval(), ckpt
+
+
+def _weights(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    return ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
+
+
+def check_finite(ckpt: dict[str, Any], checkpoint: str | os.PathLike) -> None:
+    """Refuse a checkpoint whose weights (the EMA's when it has them, as ``load_model`` uses) hold
+    NaN or inf (a run that diverged): they would give NaN probabilities and a meaningless
+    accuracy, not an error."""
+    state = _weights(ckpt)
+    bad = [k for k, t in state.items() if t.is_floating_point() and not bool(t.isfinite().all())]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise CheckpointError(
+            f"{checkpoint} holds weights that are not finite (NaN or inf in {shown}): the run "
+            "diverged before this file was written; use an earlier checkpoint, or retrain with a "
+            "lower --lr"
+        )
 
 
 def model_and_classes(
@@ -222,10 +250,7 @@ def evaluate(
     result = EvalReport(acc, loss, report, cm, classes, pred, figures)
     if save:
         out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent
-        out.mkdir(parents=True, exist_ok=True)
-        for name, fig in figures.items():
-            result.files[name] = out / f"{name}.png"
-            fig.savefig(result.files[name], dpi=120)
+        pngs = {f"{name}.png": _png(fig) for name, fig in figures.items()}
         metrics = {
             "checkpoint": str(checkpoint),
             "epoch": ckpt["epoch"],
@@ -236,7 +261,24 @@ def evaluate(
             "classification_report": report,
             "confusion_matrix": cm.tolist(),
             "classes": classes,
+            # the figures written with this file, which is written last: the set's commit point
+            "files": {name: hashlib.sha256(data).hexdigest() for name, data in pngs.items()},
         }
-        result.files["metrics"] = out / "metrics.json"
-        result.files["metrics"].write_text(json.dumps(metrics, indent=2))
+        text = json.dumps(metrics, indent=2).encode()
+        writes = [(name, partial(_write_bytes, data=data)) for name, data in pngs.items()]
+        with hold_folder(out, command="evaluate"):
+            write_in_order(out, [*writes, ("metrics.json", partial(_write_bytes, data=text))])
+        result.files = {name: out / f"{name}.png" for name in figures} | {
+            "metrics": out / "metrics.json"
+        }
     return result
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    return buffer.getvalue()
+
+
+def _write_bytes(f, *, data: bytes) -> None:
+    f.write(data)

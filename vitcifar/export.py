@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import io
 import json
 import logging
 import os
@@ -29,11 +30,19 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from vitcifar.checkpoint import check_not_a_link_loop, hold_folder, write_in_order
 from vitcifar.config import check_choice
 from vitcifar.data import CIFAR10_MEAN, CIFAR10_STD
 from vitcifar.model import ViT
 
-__all__ = ["EXPORT_FORMAT", "ExportFormat", "Preprocessed", "export_model", "read_metadata"]
+__all__ = [
+    "EXPORT_FORMAT",
+    "ExportFormat",
+    "Preprocessed",
+    "export_model",
+    "read_metadata",
+    "supported_opsets",
+]
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +139,29 @@ def _quiet_exporter_logs() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def _export_onnx(wrapped: Preprocessed, sample: torch.Tensor, out: Path, opset: int | None) -> None:
-    """torch.export-based exporter (torch >= 2.5, needs onnxscript), else the TorchScript-based
-    one (deprecated from torch 2.9, still the tested path of torch 2.5-2.8)."""
+def supported_opsets() -> tuple[int, int]:
+    """(lowest, highest) ONNX opset that ``export_model`` accepts here: from the TorchScript-based
+    exporter's lowest (7) to the newest that the installed onnx defines."""
+    try:
+        import onnx
+    except ImportError as err:
+        raise ImportError(f"ONNX export needs onnx and onnxscript ({err}); {INSTALL_HINT}") from err
+    return 7, int(onnx.defs.onnx_opset_version())
+
+
+def _opset_of(proto: Any) -> int | None:
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def _export_onnx(wrapped: Preprocessed, sample: torch.Tensor, opset: int | None) -> Any:
+    """The exported ``onnx.ModelProto``, built in memory (nothing is written here).
+
+    torch's torch.export-based exporter first (it needs onnxscript); when it fails, or cannot
+    write the opset asked for (below 18 it converts, and may keep 18), the TorchScript-based
+    one (deprecated from torch 2.9). A result in another opset than ``opset`` is an error.
+    """
+    import onnx
+
     common = dict(input_names=["images"], output_names=["logits"])
     errors = []
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:
@@ -147,12 +176,16 @@ def _export_onnx(wrapped: Preprocessed, sample: torch.Tensor, out: Path, opset: 
                 opset_version=opset,
                 verbose=False,
             )
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _silent("onnxscript", "onnx_ir"):
                 warnings.simplefilter("ignore")  # the exporter's own progress chatter
-                torch.onnx.export(
-                    wrapped, (sample,), str(out), **_supported(torch.onnx.export, kwargs)
+                program = torch.onnx.export(
+                    wrapped, (sample,), None, **_supported(torch.onnx.export, kwargs)
                 )
-            return
+            proto = program.model_proto
+            if opset is None or _opset_of(proto) == opset:
+                return proto
+            errors.append(f"torch.export-based exporter: wrote opset {_opset_of(proto)}")
+            log.info("%s, not %s; trying the TorchScript-based exporter", errors[-1], opset)
         except ImportError as err:  # onnxscript missing: the legacy exporter may still work
             errors.append(f"torch.export-based exporter: {err}")
             log.info("%s; using the TorchScript-based exporter", errors[-1])
@@ -166,28 +199,46 @@ def _export_onnx(wrapped: Preprocessed, sample: torch.Tensor, out: Path, opset: 
         opset_version=opset or 17,
         do_constant_folding=True,
     )
+    buffer = io.BytesIO()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # deprecation and tracer warnings (shape checks)
-            torch.onnx.export(wrapped, (sample,), str(out), **_supported(torch.onnx.export, kwargs))
+            torch.onnx.export(wrapped, (sample,), buffer, **_supported(torch.onnx.export, kwargs))
     except ImportError as err:
         raise ImportError(f"ONNX export needs onnx and onnxscript ({err}); {INSTALL_HINT}") from err
     except Exception as err:
         errors.append(f"TorchScript-based exporter: {str(err).splitlines()[0][:300]}")
         raise RuntimeError("ONNX export failed: " + "; ".join(errors)) from err
+    proto = onnx.load_from_string(buffer.getvalue())
+    if opset is not None and _opset_of(proto) != opset:
+        raise RuntimeError(
+            f"ONNX export failed: this exporter cannot write opset {opset} for this model "
+            f"({'; '.join(errors)}; TorchScript-based exporter: wrote opset {_opset_of(proto)}); "
+            "choose a newer --opset or leave it out"
+        )
+    return proto
 
 
-def _stamp_onnx(out: Path, metadata: dict[str, Any]) -> None:
+@contextlib.contextmanager
+def _silent(*names: str) -> Iterator[None]:
+    """These loggers quiet for the call: the converter logs a whole traceback for an opset it
+    cannot reach, which ``_export_onnx`` reports in one line."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
     try:
-        import onnx
-    except ImportError as err:
-        raise ImportError(f"writing ONNX metadata needs onnx; {INSTALL_HINT}") from err
-    proto = onnx.load(str(out))
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _stamp_onnx(proto: Any, metadata: dict[str, Any]) -> None:
     del proto.metadata_props[:]
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, json.dumps(value)
-    onnx.save(proto, str(out))
 
 
 def export_model(
@@ -211,11 +262,30 @@ def export_model(
 
     check_choice("format", format, ExportFormat)
     check_choice("input_dtype", input_dtype, InputDtype)
+    out = Path(out)
+    check_not_a_link_loop(out, "output file", ValueError)
+    if format == "onnx" and opset is not None:
+        low, high = supported_opsets()
+        if not low <= opset <= high:
+            raise ValueError(
+                f"--opset {opset} is outside what the installed exporter writes ({low} to {high}); "
+                "choose one in that range, or leave it out for the exporter's default"
+            )
     model, names, ckpt = model_and_classes(model_or_checkpoint, classes=classes)
     source = "<ViT>" if ckpt is None else str(model_or_checkpoint)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    with hold_folder(out.parent, command="export"):  # refuses an unwritable folder before exporting
+        data = _exported_bytes(
+            model, names, source, format=format, input_dtype=input_dtype, opset=opset
+        )
+        write_in_order(out.parent, [(out.name, lambda f: f.write(data))])  # metadata included
+    log.debug("wrote %s (%s, %.1f MB)", out, format, out.stat().st_size / 1e6)
+    return out
 
+
+def _exported_bytes(
+    model: ViT, names: list[str], source: str, *, format: str, input_dtype: str, opset: int | None
+) -> bytes:
+    """The whole exported file (graph and metadata), in memory: written once, atomically."""
     wrapped = Preprocessed(copy.deepcopy(model).cpu().float().eval()).eval()  # caller's untouched
     s, c = model.config.image_size, model.config.in_channels
     dtype = torch.uint8 if input_dtype == "uint8" else torch.float32
@@ -224,14 +294,14 @@ def export_model(
     meta = _metadata(model, names, input_dtype if format == "onnx" else "uint8 or float", source)
     if format == "onnx":
         with _quiet_exporter_logs():
-            _export_onnx(wrapped, sample, out, opset)
-        _stamp_onnx(out, meta)
-    else:
-        with torch.no_grad(), warnings.catch_warnings():
-            # The deprecation notice of recent torch and the tracer's note on the shape check in
-            # ViT._tokens (a constant for a fixed image size, which is the graph's contract).
-            warnings.simplefilter("ignore")
-            traced = torch.jit.trace(wrapped, (sample,))
-            torch.jit.save(traced, str(out), _extra_files={TORCHSCRIPT_METADATA: json.dumps(meta)})
-    log.debug("wrote %s (%s, %.1f MB)", out, format, out.stat().st_size / 1e6)
-    return out
+            proto = _export_onnx(wrapped, sample, opset)
+        _stamp_onnx(proto, meta)
+        return proto.SerializeToString()
+    buffer = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        # The deprecation notice of recent torch and the tracer's note on the shape check in
+        # ViT._tokens (a constant for a fixed image size, which is the graph's contract).
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(wrapped, (sample,))
+        torch.jit.save(traced, buffer, _extra_files={TORCHSCRIPT_METADATA: json.dumps(meta)})
+    return buffer.getvalue()

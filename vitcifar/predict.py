@@ -13,6 +13,7 @@ bicubic filter (only when its size differs), then ``normalize`` with the CIFAR-1
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vitcifar.checkpoint import check_not_a_link_loop, hold_folder, write_in_order
 from vitcifar.data import normalize
 from vitcifar.evaluate import model_and_classes
 from vitcifar.images import IMAGE_EXTENSIONS, DataError, ImageInput, decode_image, describe
@@ -77,6 +79,7 @@ def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
         elif p.exists():
             found.append(p)
         else:
+            check_not_a_link_loop(p, "image", DataError)
             raise DataError(f"{raw}: no such file or folder")
     seen: set[Path] = set()
     return [p for p in found if not (p.resolve() in seen or seen.add(p.resolve()))]
@@ -181,15 +184,15 @@ class Predictions:
         suffix = path.suffix.lower()
         if suffix not in (".csv", ".json"):
             raise ValueError(f"cannot save predictions as {path}: use a .csv or .json file name")
-        path.parent.mkdir(parents=True, exist_ok=True)
         if suffix == ".csv":
             fields = ["source"] + [
                 f"{k}_{r}" for r in range(1, self.top_k + 1) for k in ("class", "prob")
             ]
-            with path.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=fields)
-                writer.writeheader()
-                writer.writerows(self.to_records())
+            text = io.StringIO(newline="")
+            writer = csv.DictWriter(text, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(self.to_records())
+            data = text.getvalue()
         else:
             doc = {
                 "classes": self.classes,
@@ -205,7 +208,9 @@ class Predictions:
                 ],
                 "skipped": [{"source": s, "error": e} for s, e in self.skipped],
             }
-            path.write_text(json.dumps(doc, indent=2))
+            data = json.dumps(doc, indent=2)
+        with hold_folder(path.parent, command="predict"):
+            write_in_order(path.parent, [(path.name, lambda f: f.write(data.encode()))])
         return path
 
 

@@ -15,6 +15,7 @@ loader choice (``make_loader``) and one optimisation step (``Stepper``).
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 import os
@@ -34,6 +35,7 @@ from vitcifar.checkpoint import (
     RunFolder,
     TrainState,
     config_diff,
+    hold_folder,
     load_checkpoint,
     load_optimizer_state,
     load_state_into,
@@ -273,6 +275,23 @@ class RunResult:
     best_epoch: int
 
 
+def _locking_the_run_folder(train_fn):
+    """``train`` with its run folder locked for the call (``checkpoint.hold_folder``; under
+    torchrun rank 0 holds it and every rank learns whether it got it)."""
+
+    @functools.wraps(train_fn)
+    def locked(model_cfg, splits, cfg, out_dir, **kwargs) -> RunResult:
+        if not str(out_dir).strip():
+            raise ValueError("the run folder is an empty path; name one, e.g. --out runs/demo")
+        folder = RunFolder(out_dir)
+        folder.check_writable()
+        with hold_folder(folder.path, command="train", dist=Distributed.from_env()):
+            return train_fn(model_cfg, splits, cfg, out_dir, **kwargs)
+
+    return locked
+
+
+@_locking_the_run_folder
 def train(
     model_cfg: ViTConfig,
     splits: Splits,
@@ -296,6 +315,10 @@ def train(
     Under ``torchrun`` (``vitcifar.distributed``) every process calls ``train`` alike: each takes
     its shard of every global batch of ``cfg.batch_size``, and rank 0 alone writes the run folder.
     A run may resume with another number of processes.
+
+    The run folder is locked for the call (``checkpoint.hold_folder``; rank 0 holds it): a second
+    writer, e.g. a torchrun worker that outlived a killed torchrun, is refused with
+    ``FolderLockedError`` naming its PID.
     """
     from tqdm.auto import tqdm
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from vitcifar.model import ViTConfig
@@ -51,3 +53,42 @@ def _tiny_train_args(data, out, *extra: str) -> list[str]:
 def tiny_train_args():
     """``tiny_train_args(data, out, *extra)``: the CLI arguments of a tiny one-epoch run."""
     return _tiny_train_args
+
+
+def _run_cli(*args: str, cwd=None, timeout: float = 300):
+    """``python -m vitcifar ARGS`` in a subprocess, as a user runs it."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "vitcifar", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
+
+
+_PROGRESS = re.compile(r"\d+/\d+ \[[^\]]*\]$|it/s\]$")  # a tqdm bar's tail
+
+
+def _one_error_line(done, code: int = 2) -> str:
+    """The one error line on stderr of a finished ``run_cli`` (progress bars, e.g. evaluate's
+    test-set decoding, aside), after checking the exit status and that no traceback came."""
+    assert done.returncode == code, (done.returncode, done.stderr[-2000:])
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip() and not _PROGRESS.search(ln)]
+    assert len(lines) == 1, done.stderr[-2000:]
+    return lines[0]
+
+
+@pytest.fixture
+def run_cli():
+    """``run_cli(*args, cwd=None, timeout=300)``: the CLI in a subprocess."""
+    return _run_cli
+
+
+@pytest.fixture
+def one_error_line():
+    """``one_error_line(done, code=2)``: the single error line of a CLI run."""
+    return _one_error_line
