@@ -30,8 +30,9 @@ like `..` or `...png` can leave the output folder), `output_dir` picks a folder 
 no other image's results, and `save` replaces a folder's previous masks and refuses to
 write over another image's results unless told to.
 
-Write order (`save` and `save_video` alike), each file through `atomic_path` (temporary
-name, fsync, rename): .textseg-pending.json naming the source (the folder is claimed), the
+Write order (`save` and `save_video` alike; a video's overlay.mp4 is drawn to its temporary
+file first), each file through `atomic_path` (temporary name, fsync, rename):
+.textseg-pending.json naming the source (the folder is claimed), the
 old segmentation.json removed (it must never sit beside files it does not list), the masks
 and overlay (or overlay.mp4 and preview.gif), stale masks and temporary files removed,
 segmentation.json (the commit point: a folder with it and no pending file is complete),
@@ -604,9 +605,11 @@ def save_video(
 
     video: the clip that was segmented (default: vseg.source), decoded again frame by
     frame, so memory stays flat. Each file is written under a temporary name, fsynced and
-    renamed, in the order of the module docstring; the JSON comes last, so a folder with
-    segmentation.json is complete, and a kill leaves one the next save finishes. A failed
-    write (disk full, a clip of another length) removes what this save wrote.
+    renamed, in the order of the module docstring (overlay.mp4 is drawn to its temporary
+    file before the folder is claimed, so a clip that does not fit leaves the folder as it
+    was); the JSON comes last, so a folder with segmentation.json is complete, and a kill
+    leaves one the next save finishes. A failed write (disk full) removes what this save
+    wrote.
     settings: JSON-ready dict of what made the result, stored as "settings" (see is_done).
     Raises OutputError (one line) when the folder cannot be written.
     """
@@ -647,15 +650,15 @@ def save_video(
     names = [files.overlay.name, files.preview.name]
     claimed = False
     try:
-        _claim(out, vseg.source)
-        claimed = True
         with atomic_path(files.overlay) as tmp:
             written = write_mp4(drawn(), tmp, fps=vseg.fps)
-            if written != vseg.num_frames:
+            if written != vseg.num_frames:  # a wrong clip leaves the folder as it was
                 raise VideoLoadError(
                     f"{clip}: holds {written} frames but the segmentation has "
                     f"{vseg.num_frames}; pass the clip that was segmented"
                 )
+            _claim(out, vseg.source)  # the clip fits: claim the folder, then rename the mp4
+            claimed = True
         with atomic_path(files.preview) as tmp:
             write_gif(preview, tmp, fps=vseg.fps / step, width=gif_width)
         _commit(out, data)

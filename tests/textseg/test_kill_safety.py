@@ -213,8 +213,11 @@ def test_video_killed_at_every_write_then_run_again_is_the_uninterrupted_result(
     expected = _files(reference)
     assert sorted(expected) == ["clip/overlay.mp4", "clip/preview.gif", "clip/segmentation.json"]
     assert [name for kind, name in events if kind == "write"] == [
-        export.PENDING_NAME, "overlay.mp4", "preview.gif", "segmentation.json"
-    ]  # fmt: skip
+        "overlay.mp4",
+        export.PENDING_NAME,
+        "preview.gif",
+        "segmentation.json",
+    ]  # fmt: skip  (overlay.mp4 is drawn to its temporary file, then the folder is claimed)
 
     script = tmp_path / "kill.py"
     script.write_text(KILL_SCRIPT)
