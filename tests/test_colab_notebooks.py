@@ -300,3 +300,54 @@ def test_q1_with_drive_refused_runs_in_the_session_folder_and_says_so_once(
     assert (session / "runs" / "colab" / "metrics.json").is_file()
     assert "test accuracy" in text and text.count("  predicted ") == 8
     assert not drive.exists()
+
+
+def test_q1_on_drive_trains_in_the_session_mirrors_to_drive_and_speaks_in_its_parameters(
+    notebooks, image_folder, tmp_path
+):
+    from nbclient.exceptions import CellExecutionError
+
+    from vitcifar.checkpoint import load_checkpoint
+
+    drive = tmp_path / "MyDrive" / "vitcifar-runs"
+    session = tmp_path / "content"
+    session.mkdir()
+    params = dict(
+        DATA=str(image_folder), EPOCHS=2, BATCH_SIZE=16, SUBSET=32, VAL_SIZE=8, DEVICE="cpu",
+        NUM_WORKERS=0, RUN_NAME="colab", DRIVE_FOLDER=str(drive), PROGRESS=False,
+    )  # fmt: skip
+    nb = with_parameters(nbformat.read(notebooks / "q1_vit.ipynb", as_version=4), **params)
+    _, text = run_on_fake_colab(nb, {"vitcifar"}, session)
+    # PROGRESS = False: still one line per epoch, with the run's ETA
+    lines = re.findall(r"^epoch (\d)/2  loss .* img/s  ETA (.+)$", text, flags=re.MULTILINE)
+    assert [n for n, _ in lines] == ["1", "2"] and lines[-1][1] == "0s"
+    assert re.fullmatch(r"\d+s|\d+m \d\ds", lines[0][1])
+    assert (
+        f"training in session-runs/colab, copied to {drive / 'colab'} every 10 min and at the end"
+        in text
+    )
+    local, mirror = session / "session-runs" / "colab", drive / "colab"
+    assert load_checkpoint(mirror / "last.pt")["epoch"] == 2  # the end of the call is mirrored
+    ours, theirs = load_checkpoint(local / "last.pt"), load_checkpoint(mirror / "last.pt")
+    assert all(torch_equal(ours["model"][k], theirs["model"][k]) for k in ours["model"])
+    assert "optimizer" not in load_checkpoint(mirror / "best.pt")  # weights only on Drive
+    assert (mirror / "metrics.json").is_file() and "test accuracy" in text  # evaluated from Drive
+    # Run all again with another LR: refused in the notebook's terms, nothing overwritten
+    before = (mirror / "last.pt").read_bytes()
+    nb = with_parameters(
+        nbformat.read(notebooks / "q1_vit.ipynb", as_version=4), **{**params, "LR": 0.1}
+    )
+    with pytest.raises(CellExecutionError):
+        run_on_fake_colab(nb, {"vitcifar"}, session)
+    (error,) = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                if o.output_type == "error"]  # fmt: skip
+    assert re.search(r"is a run with other settings \(.*lr: \S+ -> 0\.1", error.evalue)
+    assert "set RESUME = True to continue it with its own settings" in error.evalue
+    assert error.evalue.endswith("or choose another RUN_NAME") and "--" not in error.evalue
+    assert (mirror / "last.pt").read_bytes() == before
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return torch.equal(a, b)

@@ -9,7 +9,7 @@ preds = predict(run.out_dir / "best.pt", ["cat.jpg", "photos/"])   # your own im
 export_model(run.out_dir / "best.pt", "model.onnx")                 # needs the export extra
 """
 
-from vitcifar.checkpoint import CheckpointError, load_checkpoint
+from vitcifar.checkpoint import CheckpointError, MirrorPolicy, load_checkpoint
 from vitcifar.config import (
     PRESET_TABLE,
     TRAIN_PRESETS,
@@ -36,6 +36,7 @@ __all__ = [
     "DataError",
     "EvalReport",
     "ImageSet",
+    "MirrorPolicy",
     "Predictions",
     "Splits",
     "TrainConfig",

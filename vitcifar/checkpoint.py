@@ -17,6 +17,19 @@ Each write is atomic (temporary file, fsync, ``os.replace``). A kill between any
 leaves last.pt either at the new epoch or at the previous one, and ``RunFolder.reconcile`` derives
 the other two files from it on the next start: best.pt from last.pt when last.pt's epoch is its
 best, metrics.jsonl from last.pt's history. Temporary files left by a kill are removed.
+
+A run folder may have a mirror (``Mirror``, e.g. on Google Drive, whose Trash counts every
+replaced file against the quota): the run trains into a folder on the session's disk, and after
+a commit, when a disconnect would otherwise lose more than ``MirrorPolicy.max_loss_s`` of
+training, and at the end of every call, the set is copied there in this order:
+
+    4. last.pt        a deflated copy of the local last.pt (the same torch file, 7 % smaller)
+    5. best.pt        weights only (no optimizer state), when it changed and is due
+    6. metrics.jsonl
+    7. mirror.json    the mirror's commit point: the epochs of its last.pt and best.pt
+
+then the local mirror.json (what the mirror holds). On the next start the newer of the two sets
+(same run: one history is the start of the other) is the one a run continues from.
 """
 
 from __future__ import annotations
@@ -24,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import json
 import logging
 import math
@@ -36,6 +50,7 @@ import tempfile
 import time
 import types
 import typing
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -52,6 +67,8 @@ __all__ = [
     "FolderLock",
     "FolderLockedError",
     "LOCK_NAME",
+    "Mirror",
+    "MirrorPolicy",
     "RunFolder",
     "RunFolderError",
     "TrainState",
@@ -346,11 +363,12 @@ class RunFolder:
     # Files that only a run writes; with any of them but no last.pt, the folder is someone else's.
     RUN_FILES = ("best.pt", "metrics.jsonl", "metrics.json")
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, *, mirror: Mirror | None = None) -> None:
         self.path = Path(path)
         self.last = self.path / "last.pt"
         self.best = self.path / "best.pt"
         self.metrics = self.path / "metrics.jsonl"
+        self.mirror = mirror  # a second copy of the set (module docstring), or None
 
     def check_writable(self) -> None:
         """Raise ``RunFolderError`` when the folder could not be created or written; creates
@@ -396,7 +414,12 @@ class RunFolder:
     def reconcile(self, last: dict[str, Any] | None) -> None:
         """Remove temporary files that a kill left behind, and bring best.pt and metrics.jsonl in
         line with ``last`` (the loaded last.pt; None for a new run)."""
-        for pattern in (".last.pt.*.tmp", ".best.pt.*.tmp", ".metrics.jsonl.*.tmp"):
+        for pattern in (
+            ".last.pt.*.tmp",
+            ".best.pt.*.tmp",
+            ".metrics.jsonl.*.tmp",
+            ".mirror.json.*.tmp",
+        ):
             for tmp in self.path.glob(pattern):
                 tmp.unlink(missing_ok=True)
         if last is None:
@@ -421,6 +444,13 @@ class RunFolder:
         if is_best:
             self._copy_last_to_best()
         self._write_metrics(ckpt["history"])
+        if self.mirror is not None:
+            self.mirror.after_commit(self, ckpt)
+
+    def finish(self) -> None:
+        """The end of a call: the mirror, if any, gets what it does not hold yet."""
+        if self.mirror is not None:
+            self.mirror.sync(self, final=True)
 
     def _copy_last_to_best(self) -> None:
         def copy(f: IO[bytes]) -> None:
@@ -896,3 +926,194 @@ def hold_folder(
     finally:
         if lock is not None:
             lock.release()
+
+
+# ----------------------------------------------------------------------------- the mirror
+
+MIRROR_RECORD = "mirror.json"  # the mirror's commit point, and the local note of what it holds
+TRAINING_ONLY = ("optimizer", "scheduler", "scaler", "rng")  # left out of the mirror's best.pt
+
+
+@dataclass(frozen=True)
+class MirrorPolicy:
+    """When a run folder's mirror is written (besides the end of every ``train`` call).
+
+    Sized for a 300-epoch deit-tiny run on a Colab T4 (about 48 s an epoch, 4 h): last.pt is
+    copied whenever waiting one more epoch would put more than ``max_loss_s`` of training at risk,
+    best.pt at most every ``best_every_s``; benchmarks/drive_churn.py counts the bytes this
+    replaces on Drive.
+    """
+
+    max_loss_s: float = 600.0  # the most training a disconnect may lose (s)
+    best_every_s: float = 7200.0  # best.pt (weights only) replaced at most this often (s)
+    clock: Callable[[], float] = time.monotonic  # seconds; tests pass a fake one
+
+
+class Mirror:
+    """The second copy of a run folder (module docstring): where a run survives its session.
+
+    ``restore`` picks the newer set of the two before a run starts; ``after_commit`` copies the
+    set when it is due; ``sync`` copies what the mirror does not hold yet. Every write is
+    ``atomic_write``, in the fixed order last.pt, best.pt, metrics.jsonl, mirror.json.
+    """
+
+    def __init__(self, path: str | os.PathLike, policy: MirrorPolicy | None = None) -> None:
+        self.folder = RunFolder(path)
+        self.record = self.folder.path / MIRROR_RECORD
+        self.policy = policy or MirrorPolicy()
+        self.held = {"epoch": 0, "best_epoch": -1}  # the epochs of the mirror's last.pt, best.pt
+        self.local = {"epoch": 0, "best_epoch": -1}  # the same for the local folder
+        self.dirty = False  # the mirror misses files of the local set that a clock won't trigger
+        self._epoch_seconds: list[float] = []
+        self._t = self._last_sync = self._last_best = 0.0
+
+    # -- before the run
+    def restore(self, local: RunFolder) -> None:
+        """Make ``local`` hold the newer of the two sets; refuse (nothing changed) when the two
+        folders hold different runs."""
+        remote = self.folder
+        remote.ensure_writable()
+        for tmp in remote.path.glob(".*.tmp"):  # left by a kill during a mirror write
+            tmp.unlink(missing_ok=True)
+        r = load_checkpoint(remote.last) if remote.last.exists() else None
+        mine = local.path / MIRROR_RECORD
+        ours = load_checkpoint(local.last) if local.last.exists() else None
+        if r is None:
+            remote.check_new_run()
+            if ours is not None and mine.exists():
+                raise RunFolderError(
+                    f"{remote.path} has no last.pt, but the session's copy {local.path} holds "
+                    f"epochs 1-{ours['epoch']} that were mirrored there; to continue them, copy "
+                    f"{local.path}'s files to {remote.path}; to start anew, delete {local.path}"
+                )
+            self.dirty = ours is not None  # trained before a first mirror
+        else:
+            if ours is not None and not _same_run(ours, r):
+                raise RunFolderError(
+                    f"the session's copy {local.path} holds another run than {remote.path} (their "
+                    f"histories differ); delete {local.path} to continue from {remote.path}"
+                )
+            self.held = {"epoch": r["epoch"], "best_epoch": RunFolder._epoch_of(remote.best) or -1}
+            note = _read_json(self.record)
+            complete = note == {**self.held, "metrics": metrics_text(r["history"]).count("\n")}
+            if ours is None or ours["epoch"] < r["epoch"]:
+                log.info(
+                    "%s: continuing from its mirror %s (epoch %d)",
+                    local.path,
+                    remote.path,
+                    r["epoch"],
+                )
+                self._copy_to_local(local, r)
+                ours = r
+                if 0 < self.held["best_epoch"] < r["best_epoch"]:
+                    log.warning(
+                        "%s: the mirror's best.pt is from epoch %d; the best, epoch %d, was not "
+                        "mirrored yet (MirrorPolicy.best_every_s); best.pt follows at the next best",
+                        remote.path,
+                        self.held["best_epoch"],
+                        r["best_epoch"],
+                    )
+            self.dirty = ours["epoch"] > r["epoch"] or not complete
+        if ours is not None:
+            self.local = {"epoch": ours["epoch"], "best_epoch": ours.get("best_epoch", -1)}
+        self._t = self._last_sync = self._last_best = self.policy.clock()
+
+    def _copy_to_local(self, local: RunFolder, r: dict[str, Any]) -> None:
+        """The mirror's best.pt (unless the local one is as new), then last.pt: the local commit
+        point last, so a kill in between restores again."""
+        local.path.mkdir(parents=True, exist_ok=True)
+        ours_best = RunFolder._epoch_of(local.best) or -1
+        if self.held["best_epoch"] > ours_best:
+            atomic_write(local.best, _copy_of(self.folder.best))
+        atomic_write(local.last, _copy_of(self.folder.last))
+        _write_json(local.path / MIRROR_RECORD, self.held)
+
+    # -- during the run
+    def after_commit(self, local: RunFolder, ckpt: dict[str, Any]) -> None:
+        """Called by ``RunFolder.commit`` after its writes: copy the set when a disconnect before
+        the next commit would lose more than ``max_loss_s`` (this session's mean epoch time)."""
+        now = self.policy.clock()
+        self._epoch_seconds.append(now - self._t)
+        self._t = now
+        self.local = {"epoch": ckpt["epoch"], "best_epoch": ckpt.get("best_epoch", -1)}
+        mean = sum(self._epoch_seconds) / len(self._epoch_seconds)
+        if self.dirty or now - self._last_sync + mean > self.policy.max_loss_s:
+            self.sync(local, now=now)
+
+    def sync(self, local: RunFolder, *, final: bool = False, now: float | None = None) -> None:
+        """Copy to the mirror what it does not hold: last.pt when behind, best.pt when changed
+        and due (always when ``final``), then metrics.jsonl and the commit point."""
+        new_last = self.local["epoch"] > self.held["epoch"]
+        best = self.local["best_epoch"]
+        changed = new_last or self.dirty or (final and best != self.held["best_epoch"])
+        if not changed or not local.last.exists():
+            return
+        now = self.policy.clock() if now is None else now
+        remote = self.folder
+        if new_last:
+            atomic_write(remote.last, _deflated(local.last))
+        due = (
+            final
+            or self.held["best_epoch"] < 0
+            or now - self._last_best >= self.policy.best_every_s
+        )
+        if best > 0 and best != self.held["best_epoch"] and due and local.best.exists():
+            write, epoch = _weights_only(local.best)  # its epoch: behind ``best`` after a lag
+            if epoch != self.held["best_epoch"]:
+                atomic_write(remote.best, write)
+                self.held["best_epoch"] = epoch
+            self._last_best = now
+        history = local.metrics.read_text() if local.metrics.exists() else ""
+        atomic_write(remote.metrics, lambda f: f.write(history.encode()))
+        self.held["epoch"] = self.local["epoch"]
+        _write_json(self.record, {**self.held, "metrics": history.count("\n")})
+        _write_json(local.path / MIRROR_RECORD, self.held)
+        self.dirty, self._last_sync = False, now
+
+
+def _same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """One history is the start of the other (the rows carry timings: no two runs share them)."""
+    n = min(len(a["history"]), len(b["history"]))
+    return a["history"][:n] == b["history"][:n]
+
+
+def _copy_of(src: Path) -> Callable[[IO[bytes]], None]:
+    def copy(f: IO[bytes]) -> None:
+        with src.open("rb") as s:
+            shutil.copyfileobj(s, f)
+
+    return copy
+
+
+def _deflated(src: Path | IO[bytes]) -> Callable[[IO[bytes]], None]:
+    """The torch file ``src`` (a zip archive of stored entries) with its entries deflated:
+    ``torch.load`` reads it as it is, and deit-tiny's last.pt shrinks from 64.5 to 60.0 MB."""
+
+    def write(f: IO[bytes]) -> None:
+        with zipfile.ZipFile(src) as zin, zipfile.ZipFile(f, "w") as zout:
+            for info in zin.infolist():
+                entry = zipfile.ZipInfo(info.filename, date_time=info.date_time)
+                zout.writestr(entry, zin.read(info), zipfile.ZIP_DEFLATED, compresslevel=1)
+
+    return write
+
+
+def _weights_only(src: Path) -> tuple[Callable[[IO[bytes]], None], int]:
+    """(a writer of best.pt without the optimizer, schedule, scaler and RNG states, a third of its
+    size, its epoch). It evaluates, predicts and exports, but is not resumed from."""
+    ckpt = {k: v for k, v in load_checkpoint(src).items() if k not in TRAINING_ONLY}
+    buffer = io.BytesIO()
+    torch.save({**ckpt, CHECKSUM_KEY: tensor_checksum(ckpt)}, buffer)
+    buffer.seek(0)
+    return _deflated(buffer), ckpt["epoch"]
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, lambda f: f.write(json.dumps(obj).encode()))

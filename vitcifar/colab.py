@@ -1,21 +1,52 @@
 """What is Colab-specific in the q1 notebook: the GPU check and the Google Drive mount.
 
 Elsewhere both are no-ops: the GPU check only names the device, and the run folder stays where
-the notebook says. Nothing here prints (the notebook prints the lines these return), and
-nothing happens at import.
+the notebook says. Nothing here prints (the notebook prints the lines these return; only the
+handler that ``show_epoch_lines`` installs writes vitcifar's log lines), and nothing happens at
+import.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
 import torch
 
-__all__ = ["DRIVE_MOUNT", "NO_GPU", "check_gpu", "on_colab", "runs_folder"]
+from vitcifar.machine import Knobs
+
+__all__ = [
+    "DRIVE_MOUNT",
+    "NOTEBOOK_KNOBS",
+    "NO_GPU",
+    "check_gpu",
+    "on_colab",
+    "runs_folder",
+    "show_epoch_lines",
+]
 
 NO_GPU = "no GPU: Runtime \u2192 Change runtime type \u2192 T4 GPU"
 DRIVE_MOUNT = "/content/drive"  # where Colab mounts Google Drive
+
+# How q1's messages name its parameters (the CLI's table is machine.CLI_KNOBS).
+NOTEBOOK_KNOBS = Knobs(
+    {
+        "batch_size": "BATCH_SIZE",
+        "eval_batch_size": "EVAL_BATCH_SIZE",
+        "lr": "LR",
+        "amp": "AMP",
+        "device": "DEVICE",
+        "out": "RUN_NAME",
+        "resume": "RESUME",
+        "data": "DATA",
+        "subset": "SUBSET",
+        "val_size": "VAL_SIZE",
+        "seed": "PRESET",  # the seed is the preset's
+    },
+    assign="{name} = {value!r}",
+    turn_on="set {name} = True",
+)
 
 
 def on_colab() -> bool:
@@ -64,3 +95,22 @@ def runs_folder(
             "and allow Drive access to keep it."
         )
     return Path(drive_folder), None
+
+
+class _Lines(logging.Handler):
+    """Writes a record's message to the notebook: ``sys.stdout`` as it is when the line comes
+    (the running cell's output)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sys.stdout.write(self.format(record) + "\n")
+        sys.stdout.flush()
+
+
+def show_epoch_lines(logger: str = "vitcifar") -> None:
+    """Let vitcifar's INFO lines (one per epoch with ``progress=False``, resume notes) reach the
+    notebook, which configures no logging. Calling it again adds nothing."""
+    log = logging.getLogger(logger)
+    if not any(isinstance(h, _Lines) for h in log.handlers):
+        log.addHandler(_Lines())
+    if log.getEffectiveLevel() > logging.INFO:
+        log.setLevel(logging.INFO)

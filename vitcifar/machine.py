@@ -52,10 +52,15 @@ class Knobs:
 
     names: Mapping[str, str]
     assign: str = "{name} {value}"
+    turn_on: str = "pass {name}"  # how a yes/no setting is switched on
 
     def __call__(self, field: str, value: Any = None) -> str:
         name = self.names.get(field, field)
         return name if value is None else self.assign.format(name=name, value=value)
+
+    def switch(self, field: str) -> str:
+        """How to switch a yes/no setting on: "pass --resume", "set RESUME = True"."""
+        return self.turn_on.format(name=self.names.get(field, field))
 
 
 CLI_KNOBS = Knobs(
@@ -67,6 +72,11 @@ CLI_KNOBS = Knobs(
         "device": "--device",
         "compile": "--compile",
         "out": "--out",
+        "resume": "--resume",
+        "data": "--data",
+        "subset": "--subset",
+        "val_size": "--val-size",
+        "seed": "--seed",
     }
 )
 

@@ -14,6 +14,7 @@ loader choice (``make_loader``) and one optimisation step (``Stepper``).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import logging
@@ -32,6 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitcifar.checkpoint import (
+    Mirror,
+    MirrorPolicy,
     RunFolder,
     TrainState,
     config_diff,
@@ -54,6 +57,8 @@ from vitcifar.data import BatchLoader, DataError, SampleLoader, Splits
 from vitcifar.distributed import Distributed, RankStreams
 from vitcifar.evaluate import evaluate_model
 from vitcifar.machine import (
+    CLI_KNOBS,
+    Knobs,
     TrainingDiverged,
     TrainingOutOfMemory,
     divergence_advice,
@@ -74,6 +79,7 @@ __all__ = [
     "TrainingOutOfMemory",
     "config_for_preset",
     "divergence_advice",
+    "eta_text",
     "evaluate_model",
     "is_out_of_memory",
     "load_optimizer_state",
@@ -137,6 +143,17 @@ def soft_cross_entropy(
     if label_smoothing:
         targets = targets * (1.0 - label_smoothing) + label_smoothing / targets.shape[-1]
     return torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+
+
+def eta_text(epochs_left: float, epoch_seconds: list[float]) -> str:
+    """The run's ETA: ``epochs_left`` x the mean of ``epoch_seconds`` (this session's epochs:
+    resumed ones ran on another machine or day). "2h 05m", "4m 10s", "12s"; "?" with none yet."""
+    if not epoch_seconds:
+        return "?"
+    s = round(max(0.0, epochs_left) * sum(epoch_seconds) / len(epoch_seconds))
+    if s >= 3600:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    return f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -285,7 +302,12 @@ def _locking_the_run_folder(train_fn):
             raise ValueError("the run folder is an empty path; name one, e.g. --out runs/demo")
         folder = RunFolder(out_dir)
         folder.check_writable()
-        with hold_folder(folder.path, command="train", dist=Distributed.from_env()):
+        # the group's backend follows the device ("auto": CUDA when there, as resolve_device)
+        dist = Distributed.from_env(None if cfg.device == "auto" else cfg.device)
+        with contextlib.ExitStack() as held:
+            held.enter_context(hold_folder(folder.path, command="train", dist=dist))
+            if kwargs.get("local_dir") is not None:  # the session's copy of a mirrored run too
+                held.enter_context(hold_folder(kwargs["local_dir"], command="train", dist=dist))
             return train_fn(model_cfg, splits, cfg, out_dir, **kwargs)
 
     return locked
@@ -301,6 +323,9 @@ def train(
     resume: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    local_dir: str | os.PathLike | None = None,
+    mirror_policy: MirrorPolicy | None = None,
+    knobs: Knobs = CLI_KNOBS,
 ) -> RunResult:
     """Train a ViT on ``splits`` into ``out_dir``; continues from ``out_dir/last.pt`` if present.
 
@@ -319,10 +344,20 @@ def train(
     The run folder is locked for the call (``checkpoint.hold_folder``; rank 0 holds it): a second
     writer, e.g. a torchrun worker that outlived a killed torchrun, is refused with
     ``FolderLockedError`` naming its PID.
+    ``local_dir``: train into this folder (the session's disk) and mirror it to ``out_dir``
+    (e.g. Google Drive) when ``mirror_policy`` says, and at the end of the call
+    (``checkpoint.Mirror``); a run continues from the newer of the two. ``knobs`` names the
+    settings in error messages: ``CLI_KNOBS`` (flags) or a notebook's own table.
     """
     from tqdm.auto import tqdm
 
-    folder = RunFolder(out_dir)
+    if local_dir is not None:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError("a mirrored run folder (local_dir) is for one process, not torchrun")
+        folder = RunFolder(local_dir, mirror=Mirror(out_dir, mirror_policy))
+        folder.mirror.restore(folder)
+    else:
+        folder = RunFolder(out_dir)
     saved, state = None, None  # last.pt as read, and as a TrainState
     if folder.last.exists():
         saved = load_checkpoint(folder.last)
@@ -336,8 +371,9 @@ def train(
             )
             if diff:
                 raise ValueError(
-                    f"{folder.last} is a run with other settings ({'; '.join(diff)}); pass --resume "
-                    "to continue it with its own settings, or choose another --out"
+                    f"{folder.last} is a run with other settings ({'; '.join(diff)}); "
+                    f"{knobs.switch('resume')} to continue it with its own settings, or choose "
+                    f"another {knobs('out')}"
                 )
     elif resume:
         raise FileNotFoundError(f"nothing to resume: {folder.last} does not exist")
@@ -349,13 +385,14 @@ def train(
         raise DataError(
             f"{folder.last} was trained on other data ({was['train']} train / {was['val']} val images "
             f"from {was.get('source')}); now {data['train']} / {data['val']} from {data['source']}. "
-            "Resume with the same --data, --subset, --val-size and --seed, or choose another --out"
+            f"Resume with the same {knobs('data')}, {knobs('subset')}, {knobs('val_size')} and "
+            f"{knobs('seed')}, or choose another {knobs('out')}"
         )
     if model_cfg.num_classes != len(splits.classes):
         raise DataError(
             f"the model has num_classes={model_cfg.num_classes} but the data has {len(splits.classes)} classes"
         )
-    dist = Distributed.from_env(resolve_device(cfg.device))
+    dist = Distributed.from_env(resolve_device(cfg.device, knobs=knobs))
     dist.check_batch(cfg.batch_size)
     if dist.is_main:
         folder.ensure_writable()
@@ -363,8 +400,8 @@ def train(
     dist.barrier()
     progress = progress and dist.is_main
 
-    device = dist.device(resolve_device(cfg.device))
-    amp = resolve_amp(cfg.amp, device)
+    device = dist.device(resolve_device(cfg.device, knobs=knobs))
+    amp = resolve_amp(cfg.amp, device, knobs=knobs)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     model = ViT(model_cfg).to(device)
@@ -431,12 +468,14 @@ def train(
         log.warning("val_size=0: picking best.pt on the test set, as the original notebook did")
 
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
+    session: list[float] = []  # this call's epoch times (s): the ETA's mean
+    advice = partial(divergence_advice, device, amp, cfg.batch_size, knobs=knobs)
     for epoch in range(start_epoch, end_epoch):
         phase, t0, oom = "training", time.perf_counter(), None
         try:
             loader.set_epoch(epoch, mix=epoch < cfg.mix_epochs)
             row = _train_epoch(
-                step, loader, epoch, cfg, device, amp, folder, progress, dist, streams
+                step, loader, epoch, cfg, folder, progress, dist, streams, session, advice
             )
             phase = "evaluation"
             val_loss, val_acc, _ = evaluate_model(
@@ -450,7 +489,9 @@ def train(
         except Exception as err:
             if not is_out_of_memory(err):  # also finds one wrapped by torch.compile
                 raise
-            oom = out_of_memory_message(cfg, model_cfg, amp, phase=phase, epochs_done=epoch)
+            oom = out_of_memory_message(
+                cfg, model_cfg, amp, phase=phase, epochs_done=epoch, knobs=knobs
+            )
         if oom is not None:  # raised here, not in the except: the failed step's tensors are freed
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -458,10 +499,11 @@ def train(
         if not math.isfinite(val_loss):  # weights went bad in the epoch's last steps
             raise TrainingDiverged(
                 f"the validation loss became {val_loss} after epoch {epoch + 1}; {folder.last} keeps "
-                f"the last good epoch. {divergence_advice(device, amp, cfg.batch_size)}"
+                f"the last good epoch. {advice()}"
             )
         row.update(val_loss=val_loss, val_acc=val_acc, seconds=time.perf_counter() - t0)
         history.append(row)
+        session.append(row["seconds"])
         is_best = val_acc > best[0]
         if is_best:
             best = (val_acc, epoch + 1)
@@ -488,23 +530,29 @@ def train(
         dist.barrier()
         msg = (
             f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  train acc {row['train_acc']:.4f}  "
-            f"val acc {val_acc:.4f}  {row['seconds']:.1f}s  {row['images_per_s']:.0f} img/s"
+            f"val acc {val_acc:.4f}  {row['seconds']:.1f}s  {row['images_per_s']:.0f} img/s  "
+            f"ETA {eta_text(cfg.epochs - epoch - 1, session)}"
         )
         if progress:
             tqdm.write(msg)
         elif dist.is_main:
             log.info(msg)
-    return RunResult(folder.path, history, best[0], best[1])
+    if dist.is_main:
+        folder.finish()  # the mirror, if any, gets the end of this call
+    return RunResult(Path(out_dir), history, best[0], best[1])
 
 
 def _train_epoch(
-    step, loader, epoch, cfg, device, amp, folder, progress, dist, streams
+    step, loader, epoch, cfg, folder, progress, dist, streams, session, advice
 ) -> dict[str, Any]:
     """One pass over ``loader`` (this rank's shard of each global batch); returns the epoch's
-    training row of the history, summed over all ranks."""
+    training row of the history, summed over all ranks. The bar's ETA is the run's: the epochs
+    left (this one's unfinished part included) x the mean epoch time of ``session``, or of this
+    epoch so far in a session's first."""
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
+    device = step.device
     step.model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device)
@@ -531,14 +579,17 @@ def _train_epoch(
             if not math.isfinite(mean_loss):
                 raise TrainingDiverged(
                     f"the training loss became {mean_loss} at epoch {epoch + 1}, step {i + 1}; "
-                    f"{folder.last} keeps the last good epoch. "
-                    f"{divergence_advice(device, amp, cfg.batch_size)}"
+                    f"{folder.last} keeps the last good epoch. {advice()}"
                 )
             bar.set_postfix(
                 loss=f"{mean_loss:.3f}",
                 acc=f"{float(correct) / seen:.3f}",
                 lr=f"{step.sched.get_last_lr()[0]:.2e}",
                 ips=f"{seen / (time.perf_counter() - t0):.0f}",
+                eta=eta_text(
+                    cfg.epochs - epoch - (i + 1) / steps,
+                    session or [(time.perf_counter() - t0) * steps / (i + 1)],
+                ),
             )
     total = torch.tensor(float(seen), device=device)
     dist.sum(loss_sum, correct, total)  # the global batch's numbers, as in one process
