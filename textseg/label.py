@@ -281,7 +281,7 @@ class LabelSummary:
     skipped: [(file, reason)] for images that could not be read; failed: [(file, reason)]
     for images where segmenting or saving failed (tried again on the next run); missing:
     files not labelled yet (a rank stopped early). empty_masks: objects left out because
-    their mask was empty. files: {format: its main file}.
+    their mask was empty. files: {format: its main file, relative to out}.
     """
 
     out: Path
@@ -343,7 +343,7 @@ class LabelSummary:
             out.append(f"{self.empty_masks} objects with an empty mask left out")
         out += [f"skipped {f}: {r}" for f, r in self.skipped]
         out += [f"failed {f}: {r}" for f, r in self.failed]
-        out += [f"{fmt}: {path}" for fmt, path in self.files.items()]
+        out += [f"{fmt}: {self.out / path}" for fmt, path in self.files.items()]
         return out
 
 
@@ -582,7 +582,8 @@ def merge(
     data = LabelledSet(categories=categories, images=images, info=info)
     files = {}
     for name in formats:
-        files[name] = str(DATASET_FORMATS[name](out, data, segmentation=segmentation))
+        written = DATASET_FORMATS[name](out, data, segmentation=segmentation)
+        files[name] = Path(written).relative_to(out).as_posix()
     counts: Counter[str] = Counter()
     summary = LabelSummary(out=out, images=len(entries), labelled=0, objects={})
     for entry, record in labelled():
