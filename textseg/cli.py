@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from textseg.backends import BACKENDS, DEFAULT_BACKEND
-from textseg.errors import ModelLoadError, PromptError, TextsegError
+from textseg.errors import ModelLoadError, OutputError, PromptError, TextsegError
 
 __all__ = ["main"]
 
@@ -37,6 +37,10 @@ backends: --backend groundingdino+sam2 (default) or sam3 (facebook/sam3 is gated
 access on https://huggingface.co/facebook/sam3, then `hf auth login`). With the default
 backend, --sam3 ID_OR_PATH loads SAM 3 as a semantic checker: each object gets text_match in
 the JSON, and --min-text-match drops objects below it (experimental).
+
+data sets: python -m textseg label FOLDER --prompt "car, person" --out DATASET labels a
+whole folder as one COCO (and YOLO-seg) data set, resumable, shardable with torchrun (see
+python -m textseg label --help).
 
 exit status: 0 all images done, 1 some images skipped or a model failed to load,
 2 bad arguments.
@@ -622,6 +626,9 @@ def label_main(argv: list[str]) -> int:
     except (LabelError, PromptError) as err:
         print(f"textseg label: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
+    except OutputError as err:  # the data set's files cannot be written
+        print(f"textseg label: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
     except ValueError as err:
         parser.error(str(err))
     if ranks.is_main:

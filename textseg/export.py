@@ -729,9 +729,11 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 def _place_image(source: Path, target: Path) -> None:
     """`target` as a hard link to `source` (a copy where links cannot be made), atomically;
-    left alone when it already holds a file of the same size."""
+    left alone when it already is that file (a link) or holds the same bytes."""
+    import filecmp
+
     try:
-        if target.stat().st_size == source.stat().st_size:
+        if os.path.samefile(source, target) or filecmp.cmp(source, target, shallow=False):
             return
     except OSError:
         pass
