@@ -128,9 +128,14 @@ def bench_rss(ts, root: Path, args) -> None:
     stop = threading.Event()
 
     def sample() -> None:
+        shown = 0
         while not stop.is_set():
             done = len(list(records.glob("*.json"))) if records.is_dir() else 0
             samples.append((done, rss_mb()))
+            if done >= shown + 100:  # a line per 100 images, so a long run shows its trend
+                shown = done - done % 100
+                peak = max(r for _, r in samples)
+                print(f"  {done} images: peak RSS {peak:.0f} MB", flush=True)
             stop.wait(0.5)
 
     thread = threading.Thread(target=sample, daemon=True)

@@ -610,13 +610,17 @@ def mask_polygons(mask: np.ndarray) -> tuple[list[np.ndarray], bool]:
     outside. Also whether the mask has holes (outlines a polygon cannot hold)."""
     import contourpy  # matplotlib's contour tracer, a dependency of matplotlib
 
-    padded = np.pad(np.asarray(mask, dtype=bool), 1).astype(np.float32)
-    if not padded.any():
+    m = np.asarray(mask, dtype=bool)
+    rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+    if not len(rows):
         return [], False
+    r0, c0 = int(rows[0]), int(cols[0])  # traced on the mask's box only: far less to copy
+    padded = np.pad(m[r0 : rows[-1] + 1, c0 : cols[-1] + 1], 1).astype(np.float32)
     tracer = contourpy.contour_generator(z=padded, line_type=contourpy.LineType.Separate)
+    offset = np.array([c0 - 0.5, r0 - 0.5])  # padded index -> pixels of the whole mask
     outer, holes = [], False
     for ring in tracer.lines(0.5):
-        ring = np.asarray(ring, np.float64)[:-1] - 0.5  # closed ring; padded index -> pixels
+        ring = np.asarray(ring, np.float64)[:-1] + offset  # a closed ring: last == first
         x, y = ring[:, 0], ring[:, 1]
         area = 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
         if area > 0:
