@@ -6,6 +6,7 @@
     overlay("photo.jpg", seg).show(); save(seg, "out/")
     vseg = ts.segment_video("clip.mp4", "skateboard, cap", every=10)   # tracked, stable ids
     save_video(vseg, "out/clip")                  # overlay.mp4, preview.gif, segmentation.json
+    label_dataset(ts, "photos/", "car, person", out="dataset/")  # COCO annotations.json, resumable
     ts.segment("photo.jpg", boxes=[(10, 20, 200, 180)], points=[(300, 90)])  # straight to SAM 2
     TextSegmenter.from_pretrained(backend="sam3")  # SAM 3 finds and masks (gated on the hub)
 
@@ -15,6 +16,7 @@ Importing textseg loads neither torch models nor sam2 and picks no device.
 from textseg.draw import overlay
 from textseg.errors import (
     ImageLoadError,
+    LabelError,
     ModelLoadError,
     PromptError,
     TextsegError,
@@ -22,6 +24,7 @@ from textseg.errors import (
 )
 from textseg.export import load, save, save_video
 from textseg.images import load_image
+from textseg.label import LabelSummary, label_dataset
 from textseg.parts import SegmentOptions
 from textseg.pipeline import TextSegmenter
 from textseg.prompt import parse_prompt
@@ -31,6 +34,8 @@ from textseg.rle import decode_rle, encode_rle
 __all__ = [
     "BatchItem",
     "ImageLoadError",
+    "LabelError",
+    "LabelSummary",
     "ModelLoadError",
     "PromptError",
     "SegmentOptions",
@@ -42,6 +47,7 @@ __all__ = [
     "VideoSegmentation",
     "decode_rle",
     "encode_rle",
+    "label_dataset",
     "load",
     "load_image",
     "overlay",

@@ -1,5 +1,6 @@
 """Command line: python -m textseg IMAGE_OR_FOLDER_OR_VIDEO... --prompt "cat, remote" --out OUT
-(and/or --box x0,y0,x1,y1, --point x,y[,label]; --backend sam3)."""
+(and/or --box x0,y0,x1,y1, --point x,y[,label]; --backend sam3), and
+python -m textseg label FOLDER --prompt "car, person" --out DATASET (a data set, textseg.label)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,10 @@ backends: --backend groundingdino+sam2 (default) or sam3 (facebook/sam3 is gated
 access on https://huggingface.co/facebook/sam3, then `hf auth login`). With the default
 backend, --sam3 ID_OR_PATH loads SAM 3 as a semantic checker: each object gets text_match in
 the JSON, and --min-text-match drops objects below it (experimental).
+
+data sets: python -m textseg label FOLDER --prompt "car, person" --out DATASET labels a
+whole folder as one COCO (and YOLO-seg) data set, resumable, shardable with torchrun (see
+python -m textseg label --help).
 
 exit status: 0 all images done, 1 some images skipped or a model failed to load,
 2 bad arguments, checked before any image is read: also boxes or points that fit no image
@@ -156,43 +161,7 @@ def _size(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="textseg",
-        description="Segment what you describe in words: GroundingDINO finds boxes for the "
-        "prompt's phrases, SAM 2 turns them into masks.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "inputs",
-        nargs="+",
-        metavar="IMAGE_OR_FOLDER_OR_VIDEO",
-        help="images, folders of images, or video files",
-    )
-    p.add_argument(
-        "--prompt",
-        default=None,
-        help='phrases separated by commas, e.g. "skateboard, cap" (needed unless --box or '
-        "--point is given)",
-    )
-    p.add_argument(
-        "--box",
-        action="append",
-        type=_box,
-        default=[],
-        metavar="X0,Y0,X1,Y1[,NAME]",
-        help="a box in pixels, one object each (repeatable); named 'box N' unless NAME is given",
-    )
-    p.add_argument(
-        "--point",
-        action="append",
-        type=_point,
-        default=[],
-        metavar="X,Y[,LABEL]",
-        help="a point in pixels (repeatable); all points make one object 'point'. "
-        "LABEL 1 (default) = on the object, 0 = not on it",
-    )
+def _add_backend_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backend",
         default=DEFAULT_BACKEND,
@@ -201,52 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
         + ", ".join(f"{name} ({row.label})" for name, row in BACKENDS.items())
         + f" (default {DEFAULT_BACKEND})",
     )
-    p.add_argument("--out", required=True, type=_out, help="output folder (created)")
-    p.add_argument(
-        "--box-threshold",
-        type=_unit,
-        default=0.35,
-        help="detector score an object needs (default 0.35)",
-    )
-    p.add_argument(
-        "--text-threshold",
-        type=_unit,
-        default=0.25,
-        help="score of the token naming its phrase (default 0.25)",
-    )
-    p.add_argument(
-        "--nms-iou",
-        type=_unit,
-        default=0.5,
-        help="IoU above which boxes are duplicates (default 0.5)",
-    )
-    p.add_argument(
-        "--max-objects", type=_count, default=None, help="keep at most N objects per image"
-    )
-    p.add_argument(
-        "--multimask", action="store_true", help="SAM 2 proposes 3 masks per box; keep the best"
-    )
-    p.add_argument(
-        "--every",
-        type=_positive,
-        default=10,
-        metavar="N",
-        help="videos: run the finder on every N-th frame, track in between (default 10)",
-    )
-    p.add_argument(
-        "--max-frames",
-        type=_positive,
-        default=None,
-        metavar="M",
-        help="videos: segment only the first M frames",
-    )
-    p.add_argument(
-        "--match-iou",
-        type=_unit,
-        default=0.5,
-        help="videos: a detection overlapping no tracked object by this IoU is a new object "
-        "(default 0.5)",
-    )
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    """--detector ... --precision: the models and where they run (images and data sets)."""
     p.add_argument(
         "--detector",
         default=None,
@@ -301,23 +228,110 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "float32", "float16", "bfloat16"],
         help="SAM 2 autocast dtype on GPU (default: bf16 where supported, else fp32)",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="textseg",
+        description="Segment what you describe in words: GroundingDINO finds boxes for the "
+        "prompt's phrases, SAM 2 turns them into masks.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="IMAGE_OR_FOLDER_OR_VIDEO",
+        help="images, folders of images, or video files",
+    )
+    p.add_argument(
+        "--prompt",
+        default=None,
+        help='phrases separated by commas, e.g. "skateboard, cap" (needed unless --box or '
+        "--point is given)",
+    )
+    p.add_argument(
+        "--box",
+        action="append",
+        type=_box,
+        default=[],
+        metavar="X0,Y0,X1,Y1[,NAME]",
+        help="a box in pixels, one object each (repeatable); named 'box N' unless NAME is given",
+    )
+    p.add_argument(
+        "--point",
+        action="append",
+        type=_point,
+        default=[],
+        metavar="X,Y[,LABEL]",
+        help="a point in pixels (repeatable); all points make one object 'point'. "
+        "LABEL 1 (default) = on the object, 0 = not on it",
+    )
+    _add_backend_flag(p)
+    p.add_argument("--out", required=True, type=_out, help="output folder (created)")
+    p.add_argument(
+        "--box-threshold",
+        type=_unit,
+        default=0.35,
+        help="detector score an object needs (default 0.35)",
+    )
+    p.add_argument(
+        "--text-threshold",
+        type=_unit,
+        default=0.25,
+        help="score of the token naming its phrase (default 0.25)",
+    )
+    p.add_argument(
+        "--nms-iou",
+        type=_unit,
+        default=0.5,
+        help="IoU above which boxes are duplicates (default 0.5)",
+    )
+    p.add_argument(
+        "--max-objects", type=_count, default=None, help="keep at most N objects per image"
+    )
+    p.add_argument(
+        "--multimask", action="store_true", help="SAM 2 proposes 3 masks per box; keep the best"
+    )
+    p.add_argument(
+        "--every",
+        type=_positive,
+        default=10,
+        metavar="N",
+        help="videos: run the finder on every N-th frame, track in between (default 10)",
+    )
+    p.add_argument(
+        "--max-frames",
+        type=_positive,
+        default=None,
+        metavar="M",
+        help="videos: segment only the first M frames",
+    )
+    p.add_argument(
+        "--match-iou",
+        type=_unit,
+        default=0.5,
+        help="videos: a detection overlapping no tracked object by this IoU is a new object "
+        "(default 0.5)",
+    )
+    _add_model_flags(p)
     p.add_argument("-v", "--verbose", action="store_true", help="log progress and details")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 1 images skipped / models failed, 2 usage)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["label"]:  # python -m textseg label FOLDER ... (a data set)
+        return label_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="textseg: %(message)s"
     )
 
-    from textseg.device import resolve_runtime
-    from textseg.hub import looks_like_path
     from textseg.images import list_images
     from textseg.prompt import parse_prompt
-    from textseg.segmenter import sam2_config_name
     from textseg.video_io import is_video_file
 
     images: list[Path] = []
@@ -342,41 +356,12 @@ def main(argv: list[str] | None = None) -> int:
             parse_prompt(args.prompt)
         except PromptError as err:
             parser.error(str(err))
-    given = {
-        "detector": args.detector,
-        "detector_size": args.detector_size,
-        "min_text_match": args.min_text_match,
-        "sam3": args.sam3,
-        "segmenter": args.segmenter,
-        "segmenter_config": args.segmenter_config,
-    }
-    try:  # the backend's own rule on the options it does not use
-        BACKENDS[args.backend].check(
-            {k: v for k, v in given.items() if v is not None},
-            lambda name: "--" + name.replace("_", "-"),
-        )
-    except ValueError as err:
-        parser.error(str(err))
+    _check_models(parser, args)
     names = [name for _, name in args.box if name]
     if len(set(names)) != len(names):
         parser.error(f"--box names must differ, got {names}")
     if args.point and not any(label == 1 for _, _, label in args.point):
         parser.error("--point: only negative points (label 0); give at least one on the object")
-    paths = {
-        "--detector": args.detector,
-        "--sam3": args.sam3,
-        "--segmenter": args.segmenter,
-        "--segmenter-config": args.segmenter_config,
-    }
-    for flag, value in paths.items():
-        if flag == "--segmenter-config" and value and sam2_config_name(value):
-            continue  # a config of the sam2 package, e.g. configs/sam2.1/sam2.1_hiera_t.yaml
-        if value and looks_like_path(value) and not Path(value).expanduser().exists():
-            parser.error(f"{flag} {value}: no such file or folder")
-    try:
-        resolve_runtime(args.device, precision=args.precision)
-    except ValueError as err:
-        parser.error(str(err))
     links = [args.out, *args.out.parents]
     loop = next((p for p in links if p.is_symlink() and _symlink_loop(p)), None)
     if loop is not None:
@@ -407,27 +392,8 @@ def _run(
 ) -> int:
     """Load the models and segment the inputs into args.out (which this process holds)."""
 
-    if not args.verbose:
-        try:
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.disable_progress_bar()
-        except ImportError:
-            pass
-    from textseg.pipeline import TextSegmenter
-
-    try:
-        segmenter = TextSegmenter.from_pretrained(
-            backend=args.backend,
-            sam3=args.sam3,
-            detector=args.detector,
-            segmenter=args.segmenter,
-            segmenter_config=args.segmenter_config,
-            device=args.device,
-            precision=args.precision,
-        )
-    except ModelLoadError as err:
-        print(f"textseg: error: {' '.join(str(err).split())}", file=sys.stderr)
+    segmenter = _load_segmenter(args, args.device)
+    if segmenter is None:
         return 1
     options = dict(
         box_threshold=args.box_threshold,
@@ -520,3 +486,245 @@ def _segment_video(segmenter, video: Path, args: argparse.Namespace, used: set[s
         return False
     print(f"{video}: {vseg.summary()} -> {out_dir}")
     return True
+
+
+def _check_models(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The backend's rule on the options it does not use, model paths that do not exist, a
+    device that is not there: one-line usage errors, before any model is loaded."""
+    from textseg.device import resolve_runtime
+    from textseg.hub import looks_like_path
+    from textseg.segmenter import sam2_config_name
+
+    given = {
+        "detector": args.detector,
+        "detector_size": args.detector_size,
+        "min_text_match": args.min_text_match,
+        "sam3": args.sam3,
+        "segmenter": args.segmenter,
+        "segmenter_config": args.segmenter_config,
+    }
+    try:  # the backend's own rule on the options it does not use
+        BACKENDS[args.backend].check(
+            {k: v for k, v in given.items() if v is not None},
+            lambda name: "--" + name.replace("_", "-"),
+        )
+    except ValueError as err:
+        parser.error(str(err))
+    paths = {
+        "--detector": args.detector,
+        "--sam3": args.sam3,
+        "--segmenter": args.segmenter,
+        "--segmenter-config": args.segmenter_config,
+    }
+    for flag, value in paths.items():
+        if flag == "--segmenter-config" and value and sam2_config_name(value):
+            continue  # a config of the sam2 package, e.g. configs/sam2.1/sam2.1_hiera_t.yaml
+        if value and looks_like_path(value) and not Path(value).expanduser().exists():
+            parser.error(f"{flag} {value}: no such file or folder")
+    try:
+        resolve_runtime(args.device, precision=args.precision)
+    except ValueError as err:
+        parser.error(str(err))
+
+
+def _load_segmenter(args: argparse.Namespace, device: str):
+    """The TextSegmenter the flags ask for, or None (and one line on stderr) when a model
+    cannot be loaded."""
+    if not args.verbose:
+        try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        except ImportError:
+            pass
+    from textseg.pipeline import TextSegmenter
+
+    try:
+        segmenter = TextSegmenter.from_pretrained(
+            backend=args.backend,
+            sam3=args.sam3,
+            detector=args.detector,
+            segmenter=args.segmenter,
+            segmenter_config=args.segmenter_config,
+            device=device,
+            precision=args.precision,
+        )
+    except ModelLoadError as err:
+        print(f"textseg: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return None
+    return segmenter
+
+
+# --------------------------------------------------------------------------- textseg label
+
+LABEL_EPILOG = """\
+outputs (DATASET = --out): annotations.json (COCO instance segmentation: images with file
+names relative to FOLDER, categories, annotations with RLE segmentation, bbox [x, y, w, h]
+in pixels, area, score, iscrowd 0), summary.json, per_image/<...>/ (each image's overlay,
+mask PNGs and segmentation.json; --no-per-image leaves them out), and with --format yolo
+images/ (hard links), labels/*.txt (class, then x y of the outline divided by the image's
+width and height) and data.yaml.
+
+resume: run the same command again after a kill: finished images are not redone, and the
+files equal an uninterrupted run's. A changed prompt, --classes, threshold or model is
+refused, and so is an --out holding another folder's data set.
+
+several GPUs or machines: torchrun --nproc-per-node N -m textseg label FOLDER ... (each rank
+labels every N-th image not yet done; rank 0 merges when all are done; --out must be on a
+file system every rank sees).
+
+exit status: 0 every image labelled, 1 images skipped or failed or a model failed to load,
+2 bad arguments.
+"""
+
+
+def _threshold(text: str) -> tuple[str | None, float]:
+    """--box-threshold 0.3 (every class) or NAME=0.4 (one phrase or class)."""
+    name, _, value = text.rpartition("=")
+    try:
+        number = _unit(value)
+    except argparse.ArgumentTypeError as err:
+        raise argparse.ArgumentTypeError(f"{text!r}: {err} (give 0.3 or NAME=0.4)") from None
+    if _ and not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} names no phrase or class before '='")
+    return (name.strip() or None) if _ else None, number
+
+
+def build_label_parser() -> argparse.ArgumentParser:
+    from textseg.export import DATASET_FORMATS, SEGMENTATION_KINDS
+
+    p = _Parser(
+        prog="textseg label",
+        description="Label every image under FOLDER (recursively) as one data set: COCO "
+        "instance segmentation, and YOLO-seg with --format yolo.",
+        epilog=LABEL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("folder", type=Path, metavar="FOLDER", help="the images (searched recursively)")
+    p.add_argument("--prompt", required=True, help='phrases, e.g. "red car, blue car, person"')
+    p.add_argument("--out", required=True, type=_out, metavar="DATASET", help="data set folder")
+    p.add_argument(
+        "--classes",
+        default=None,
+        metavar="PHRASE=CLASS,...",
+        help='map phrases to classes, e.g. "red car=car,blue car=car" (default: each phrase '
+        "is a class)",
+    )
+    p.add_argument(
+        "--format",
+        action="append",
+        choices=list(DATASET_FORMATS),
+        default=None,
+        help="coco (annotations.json, the default) and/or yolo (repeatable)",
+    )
+    p.add_argument(
+        "--segmentation",
+        choices=list(SEGMENTATION_KINDS),
+        default="rle",
+        help="COCO's segmentation: rle (exact, default) or polygon (masks with holes keep RLE)",
+    )
+    _add_backend_flag(p)
+    p.add_argument(
+        "--box-threshold",
+        action="append",
+        type=_threshold,
+        default=[],
+        metavar="[NAME=]T",
+        help="detector score an object needs: T for every class (default 0.35), NAME=T for one "
+        "phrase or class (repeatable)",
+    )
+    p.add_argument("--text-threshold", type=_unit, default=0.25, help="default 0.25")
+    p.add_argument("--nms-iou", type=_unit, default=0.5, help="default 0.5")
+    p.add_argument("--max-objects", type=_count, default=None, help="at most N per image")
+    p.add_argument("--multimask", action="store_true", help="SAM 2 keeps the best of 3 masks")
+    _add_model_flags(p)
+    p.add_argument(
+        "--no-per-image",
+        action="store_true",
+        help="write no per-image overlay, mask PNGs and segmentation.json",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress and details")
+    return p
+
+
+def _model_description(args: argparse.Namespace) -> str:
+    """How the data set's recipe names the models: the backend and each model flag, paths
+    made absolute (so the same models from another folder are the same)."""
+    from textseg.hub import looks_like_path
+
+    parts = [args.backend]
+    for flag in ("detector", "segmenter", "segmenter_config", "sam3"):
+        value = getattr(args, flag)
+        if value and looks_like_path(value):
+            value = str(Path(value).expanduser().resolve())
+        parts.append(f"{flag}={value or 'default'}")
+    return " ".join(parts)
+
+
+def label_main(argv: list[str]) -> int:
+    """`textseg label ...`; returns the exit status."""
+    parser = build_label_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="textseg: %(message)s"
+    )
+    from textseg.distributed import Ranks
+    from textseg.label import LabelError, label_dataset, list_dataset_images
+    from textseg.prompt import parse_prompt
+
+    if not args.folder.is_dir():
+        parser.error(f"{args.folder}: not a folder")
+    if not list_dataset_images(args.folder, exclude=args.out):
+        parser.error(f"{args.folder}: holds no .jpg/.png/.webp/... images (searched recursively)")
+    try:
+        parse_prompt(args.prompt)
+    except PromptError as err:
+        parser.error(str(err))
+    global_thresholds = [t for name, t in args.box_threshold if name is None]
+    if len(global_thresholds) > 1:
+        parser.error("--box-threshold T is given twice; give one T and NAME=T for classes")
+    per_class = {name: t for name, t in args.box_threshold if name is not None}
+    _check_models(parser, args)
+    blocker = next((p for p in [args.out, *args.out.parents] if p.is_file()), None)
+    if blocker is not None:
+        what = "exists and is not a folder" if blocker == args.out else f"{blocker} is a file"
+        parser.error(f"--out {args.out}: {what}")
+    ranks = Ranks.from_env()
+    segmenter = _load_segmenter(args, ranks.device(args.device))
+    if segmenter is None:
+        return 1
+    try:
+        summary = label_dataset(
+            segmenter,
+            args.folder,
+            args.prompt,
+            out=args.out,
+            classes=args.classes,
+            formats=args.format or ["coco"],
+            segmentation=args.segmentation,
+            box_threshold=global_thresholds[0] if global_thresholds else 0.35,
+            box_thresholds=per_class or None,
+            text_threshold=args.text_threshold,
+            nms_iou=args.nms_iou,
+            max_objects=args.max_objects,
+            multimask=args.multimask,
+            detector_size=args.detector_size,
+            min_text_match=args.min_text_match,
+            per_image=not args.no_per_image,
+            model=_model_description(args),
+            progress=not args.no_progress,
+            ranks=ranks,
+        )
+    except (LabelError, PromptError) as err:
+        print(f"textseg label: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    except OutputError as err:  # the data set's files cannot be written
+        print(f"textseg label: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
+    except ValueError as err:
+        parser.error(str(err))
+    if ranks.is_main:
+        for line in summary.lines():
+            print(f"textseg label: {line}")
+    return 0 if summary.complete and not summary.skipped else 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "ImageLoadError",
+    "LabelError",
     "ModelLoadError",
     "OutputError",
     "PromptError",
@@ -34,3 +35,8 @@ class VideoLoadError(TextsegError, ValueError):
 
 class OutputError(TextsegError, OSError):
     """Results could not be written (a file in the way, no permission, another image's results)."""
+
+
+class LabelError(TextsegError, ValueError):
+    """A data set cannot be labelled as asked (textseg.label_dataset): changed settings on
+    resume, an --out that holds something else, bad classes or thresholds."""

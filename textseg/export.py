@@ -50,7 +50,7 @@ import math
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +60,14 @@ import numpy as np
 
 from textseg.draw import overlay
 from textseg.errors import OutputError, VideoLoadError
-from textseg.result import FrameMask, Segmentation, VideoObject, VideoSegmentation
+from textseg.result import (
+    FrameMask,
+    LabelledObject,
+    LabelledSet,
+    Segmentation,
+    VideoObject,
+    VideoSegmentation,
+)
 from textseg.rle import decode_rle, encode_rle
 
 if TYPE_CHECKING:
@@ -69,20 +76,30 @@ if TYPE_CHECKING:
     from textseg.images import ImageInput
 
 __all__ = [
+    "ANNOTATIONS_NAME",
+    "DATASET_FORMATS",
     "JSON_NAME",
     "SavedFiles",
     "SavedVideo",
     "atomic_path",
+    "coco_annotation",
     "folder_name",
     "is_done",
     "load",
+    "mask_polygons",
+    "mask_to_rle",
     "output_dir",
+    "rle_to_mask",
     "save",
     "save_video",
     "to_json",
     "video_from_json",
     "video_to_json",
+    "write_coco",
+    "write_json_atomic",
     "write_text_atomic",
+    "write_yolo",
+    "yolo_line",
 ]
 
 JSON_NAME = "segmentation.json"  # images and videos alike, so textseg.load(folder) reads both
@@ -669,3 +686,271 @@ def save_video(
         _undo(out, names, claimed)
         raise OutputError(f"{out}: cannot write the results ({err.strerror or err})") from err
     return files
+
+
+# --------------------------------------------------------------------------- data sets
+#
+# A labelled data set (textseg.label_dataset) in the formats training frameworks read. Each
+# writer takes the data set's folder and a LabelledSet and writes its files through
+# `atomic_path`, so a kill leaves each file old or whole; writing them again from the same
+# LabelledSet gives the same bytes.
+#
+# Coordinates: COCO's bbox is [x, y, width, height] and its polygons [x1, y1, x2, y2, ...],
+# both in pixels, x to the right and y down from the image's top-left corner, a pixel (i, j)
+# covering [j, j + 1] x [i, i + 1]. YOLO's values are those coordinates divided by the
+# image's width (x) and height (y), in [0, 1].
+#
+# Polygons cannot hold holes (COCO's reader fills every polygon of an object and takes their
+# union; YOLO has one outline per object): `mask_polygons` says when a mask has any. COCO
+# keeps the RLE for such masks even with polygons asked for; YOLO draws only the outer
+# outline, so the hole is lost (and several parts of one object are joined by zero-width
+# seams into one outline, as ultralytics' own converter does).
+
+ANNOTATIONS_NAME = "annotations.json"
+DATA_YAML_NAME = "data.yaml"
+SEGMENTATION_KINDS = ("rle", "polygon")  # what COCO's "segmentation" holds
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    """`data` as compact JSON (keys in the given order, UTF-8) through `atomic_path`."""
+    write_text_atomic(path, json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+
+
+def _compress_counts(counts: list[int]) -> str:
+    """COCO's compressed RLE string of uncompressed counts (pycocotools' rleToString)."""
+    out = []
+    for i, count in enumerate(counts):
+        x = int(count) - (int(counts[i - 2]) if i > 2 else 0)
+        more = True
+        while more:
+            c = x & 0x1F
+            x >>= 5  # arithmetic shift, as in C for the negative deltas
+            more = x != -1 if c & 0x10 else x != 0
+            if more:
+                c |= 0x20
+            out.append(chr(c + 48))
+    return "".join(out)
+
+
+def _expand_counts(text: str) -> list[int]:
+    """The counts of a compressed COCO RLE string (pycocotools' rleFrString)."""
+    counts: list[int] = []
+    pos = 0
+    while pos < len(text):
+        x, shift, more = 0, 0, True
+        while more:
+            c = ord(text[pos]) - 48
+            x |= (c & 0x1F) << (5 * shift)
+            more = bool(c & 0x20)
+            pos += 1
+            shift += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * shift)
+        if len(counts) > 2:
+            x += counts[-2]
+        counts.append(x)
+    return counts
+
+
+def mask_to_rle(mask: np.ndarray) -> dict:
+    """A (H, W) mask as compressed COCO RLE {"size": [H, W], "counts": "..."}, the form
+    pycocotools' mask.encode gives (and annToMask reads)."""
+    rle = encode_rle(mask)
+    return {"size": rle["size"], "counts": _compress_counts(rle["counts"])}
+
+
+def rle_to_mask(rle: dict) -> np.ndarray:
+    """A compressed (or uncompressed) COCO RLE back to its (H, W) bool mask."""
+    counts = rle["counts"]
+    if isinstance(counts, str):
+        counts = _expand_counts(counts)
+    return decode_rle({"size": rle["size"], "counts": counts})
+
+
+def mask_polygons(mask: np.ndarray) -> tuple[list[np.ndarray], bool]:
+    """The outer outlines of a (H, W) mask, largest first, each (K, 2) float (x, y) in COCO
+    pixel coordinates (see above): the line halfway between the centres of pixels inside and
+    outside. Also whether the mask has holes (outlines a polygon cannot hold)."""
+    import contourpy  # matplotlib's contour tracer, a dependency of matplotlib
+
+    m = np.asarray(mask, dtype=bool)
+    rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+    if not len(rows):
+        return [], False
+    r0, c0 = int(rows[0]), int(cols[0])  # traced on the mask's box only: far less to copy
+    padded = np.pad(m[r0 : rows[-1] + 1, c0 : cols[-1] + 1], 1).astype(np.float32)
+    tracer = contourpy.contour_generator(z=padded, line_type=contourpy.LineType.Separate)
+    offset = np.array([c0 - 0.5, r0 - 0.5])  # padded index -> pixels of the whole mask
+    outer, holes = [], False
+    for ring in tracer.lines(0.5):
+        ring = np.asarray(ring, np.float64)[:-1] + offset  # a closed ring: last == first
+        x, y = ring[:, 0], ring[:, 1]
+        area = 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
+        if area > 0:
+            outer.append((area, ring))
+        else:
+            holes = True
+    outer.sort(key=lambda item: -item[0])
+    return [ring for _, ring in outer], holes
+
+
+def _inside(point: np.ndarray, ring: np.ndarray) -> bool:
+    """Whether `point` (x, y) lies inside the closed `ring` (K, 2) (ray casting)."""
+    x, y = point
+    xs, ys = ring[:, 0], ring[:, 1]
+    xn, yn = np.roll(xs, -1), np.roll(ys, -1)
+    crosses = (ys > y) != (yn > y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        at = xs + (y - ys) * (xn - xs) / (yn - ys)
+    return bool(np.count_nonzero(crosses & (x < at)) % 2)
+
+
+def _joined(rings: list[np.ndarray]) -> np.ndarray:
+    """One outline through every ring (largest first): each next ring is reached along a
+    zero-width seam from the nearest point of the outline so far, walked round, and left
+    the same way. A ring inside another (an island in a hole) is left out: the outline
+    around it fills it already, and walking it too would cut it out again."""
+    kept = [r for i, r in enumerate(rings) if not any(_inside(r[0], o) for o in rings[:i])]
+    merged = kept[0]
+    for ring in kept[1:]:
+        gap = ((merged[:, None, :] - ring[None, :, :]) ** 2).sum(-1)
+        i, j = np.unravel_index(int(gap.argmin()), gap.shape)
+        loop = np.concatenate([np.roll(ring, -j, axis=0), ring[j : j + 1]])
+        merged = np.concatenate([merged[: i + 1], loop, merged[i:]])
+    return merged
+
+
+def coco_annotation(
+    obj: LabelledObject, *, id: int, image_id: int, segmentation: str = "rle"
+) -> dict:
+    """One COCO instance annotation: the RLE mask (or, with segmentation="polygon", its
+    outlines when it has no holes), bbox [x, y, w, h] of the finder's box, area (the mask's
+    pixel count), score and iscrowd 0."""
+    seg: object = obj.rle
+    if segmentation == "polygon":
+        rings, holes = mask_polygons(rle_to_mask(obj.rle))
+        if not holes:
+            seg = [[round(float(v), 2) for v in ring.ravel()] for ring in rings]
+    x0, y0, x1, y1 = obj.box_xyxy
+    return {
+        "id": id,
+        "image_id": image_id,
+        "category_id": obj.category_id,
+        "segmentation": seg,
+        "area": int(obj.area),
+        "bbox": [round(x0, 3), round(y0, 3), round(x1 - x0, 3), round(y1 - y0, 3)],
+        "iscrowd": 0,
+        "score": obj.score,
+    }
+
+
+def write_coco(out: Path, data: LabelledSet, *, segmentation: str = "rle") -> Path:
+    """out/annotations.json: one COCO instance-segmentation file (info, images with file
+    names relative to the image folder, categories 1..K, annotations 1..N in image order),
+    written one entry per line, streamed, so memory stays flat however large the set."""
+    if segmentation not in SEGMENTATION_KINDS:
+        raise ValueError(f"segmentation must be one of {SEGMENTATION_KINDS}, got {segmentation!r}")
+    path = Path(out) / ANNOTATIONS_NAME
+
+    def dump(value: object) -> str:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write('{"info":' + dump(data.info) + ',\n"images":[')
+        for n, image in enumerate(data.images()):
+            entry = {"id": image.id, "file_name": image.file}
+            entry.update(height=image.height, width=image.width)
+            f.write(("\n" if n == 0 else ",\n") + dump(entry))
+        f.write('\n],\n"categories":[')
+        for k, name in enumerate(data.categories):
+            entry = {"id": k + 1, "name": name, "supercategory": "object"}
+            f.write(("\n" if k == 0 else ",\n") + dump(entry))
+        f.write('\n],\n"annotations":[')
+        count = 0
+        for image in data.images():
+            for obj in image.objects:
+                count += 1
+                ann = coco_annotation(obj, id=count, image_id=image.id, segmentation=segmentation)
+                f.write(("\n" if count == 1 else ",\n") + dump(ann))
+        f.write("\n]}\n")
+    return path
+
+
+def yolo_line(obj: LabelledObject, *, height: int, width: int) -> str:
+    """One YOLO-seg label line: the class (category_id - 1), then the outline's x y pairs
+    divided by the image's width and height (6 decimals)."""
+    rings, _ = mask_polygons(rle_to_mask(obj.rle))
+    outline = _joined(rings) / np.array([width, height], np.float64)
+    values = " ".join(f"{v:.6f}" for v in np.clip(outline, 0.0, 1.0).ravel())
+    return f"{obj.category_id - 1} {values}"
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return  # a resumed merge leaves finished labels alone
+    except (OSError, ValueError):
+        pass
+    write_text_atomic(path, text)
+
+
+def _place_image(source: Path, target: Path) -> None:
+    """`target` as a hard link to `source` (a copy where links cannot be made), atomically;
+    left alone when it already is that file (a link) or holds the same bytes."""
+    import filecmp
+
+    try:
+        if os.path.samefile(source, target) or filecmp.cmp(source, target, shallow=False):
+            return
+    except OSError:
+        pass
+    with atomic_path(target) as tmp:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            import shutil
+
+            shutil.copyfile(source, tmp)
+
+
+def write_yolo(out: Path, data: LabelledSet, *, segmentation: str = "rle") -> Path:
+    """The data set in ultralytics' YOLO-seg layout: out/images/<file> (hard links to the
+    images, copies where links cannot be made), out/labels/<file stem>.txt (one line per
+    object, `yolo_line`; empty for an image with no object) and out/data.yaml (path, train
+    and val set to images/, names by class index). `segmentation` is COCO's and unused."""
+    root = Path(out)
+    names: dict[Path, str] = {}
+    for image in data.images():
+        rel = Path(*image.file.split("/"))
+        label = root / "labels" / rel.with_suffix(".txt")
+        if label in names:  # YOLO finds an image's labels by its name without the suffix
+            raise OutputError(
+                f"{names[label]} and {image.file} would share {label.relative_to(root)}: YOLO "
+                "names labels by the image's name without its suffix; rename one"
+            )
+        names[label] = image.file
+        target = root / "images" / rel
+        label.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _place_image(image.path, target)
+        lines = [yolo_line(o, height=image.height, width=image.width) for o in image.objects]
+        _write_if_changed(label, "".join(line + "\n" for line in lines))
+    yaml = [
+        "# YOLO-seg data set written by textseg label: train and val are the same images",
+        f"path: {json.dumps(str(root.resolve()))}",
+        "train: images",
+        "val: images",
+        "names:",
+        *(
+            f"  {k}: {json.dumps(name, ensure_ascii=False)}"
+            for k, name in enumerate(data.categories)
+        ),
+    ]
+    path = root / DATA_YAML_NAME
+    _write_if_changed(path, "\n".join(yaml) + "\n")
+    return path
+
+
+# The one table of data-set formats: `textseg label --format NAME`, label_dataset(formats=)
+# and the tests read it. A writer: (out folder, LabelledSet, *, segmentation) -> its main file.
+DATASET_FORMATS: dict[str, Callable[..., Path]] = {"coco": write_coco, "yolo": write_yolo}

@@ -13,6 +13,7 @@ This module sits on the bottom floor: it imports nothing of textseg but boxes an
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -79,10 +80,23 @@ class SegmentOptions:
     multimask: bool = False  # SAM 2 proposes 3 masks per box, keep the best
     detector_size: int | None = None  # GroundingDINO's input, shortest side in pixels; None: 800
     min_text_match: float | None = None  # drop text objects below this text_match; experimental
+    # {phrase: threshold}: the box_threshold of those phrases' objects; None: box_threshold
+    box_thresholds: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
         for name in ("box_threshold", "text_threshold", "nms_iou"):
             object.__setattr__(self, name, check_unit(name, getattr(self, name)))
+        if self.box_thresholds is not None:
+            if not isinstance(self.box_thresholds, Mapping):
+                raise ValueError(
+                    "box_thresholds must be a {phrase: threshold} dict, "
+                    f"got {type(self.box_thresholds).__name__}"
+                )
+            checked = {
+                str(k): check_unit(f"box_thresholds[{k!r}]", v)
+                for k, v in self.box_thresholds.items()
+            }
+            object.__setattr__(self, "box_thresholds", checked or None)
         m = self.max_objects
         if m is not None and (isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 0):
             raise ValueError(f"max_objects must be None or a whole number >= 0, got {m!r}")
@@ -251,12 +265,22 @@ def find_objects(
     """Run a Detector or a TextMasker on `image` (a working copy, possibly downscaled, of
     an original of `size` (H, W)) and keep its objects the way images and key frames both do:
     boxes in original pixels, clipped; duplicates (IoU > nms_iou) removed; the best
-    `max_objects` kept. A TextMasker's threshold is `box_threshold`."""
+    `max_objects` kept. A TextMasker's threshold is `box_threshold`.
+
+    With `box_thresholds` ({phrase: threshold}), the finder runs at the lowest threshold of
+    all and each object then needs its own phrase's (box_threshold for phrases not named),
+    before duplicates are removed: as if each phrase had been asked with its own."""
     height, width = size
-    if isinstance(finder, TextMasker):
-        found = finder.segment_text(
-            image, prompt, threshold=options.box_threshold, output_size=size
+    per_phrase = options.box_thresholds or {}
+    unknown = [k for k in per_phrase if k not in prompt.phrases]
+    if unknown:
+        raise ValueError(
+            f"box_thresholds names {', '.join(map(repr, unknown))}, not a phrase of the prompt "
+            f"({', '.join(prompt.phrases)})"
         )
+    threshold = min([options.box_threshold, *per_phrase.values()])
+    if isinstance(finder, TextMasker):
+        found = finder.segment_text(image, prompt, threshold=threshold, output_size=size)
         boxes, scores, ids = found.boxes, found.scores, found.phrase_ids
         masks, presence = found.masks, np.asarray(found.presence, np.float32)
     elif isinstance(finder, Detector):
@@ -264,7 +288,7 @@ def find_objects(
         det = finder.detect(
             image,
             prompt,
-            box_threshold=options.box_threshold,
+            box_threshold=threshold,
             text_threshold=options.text_threshold,
             **size_kw,  # only when set: detectors without a size option keep working
         )
@@ -278,6 +302,13 @@ def find_objects(
         )
     boxes = clip_boxes(boxes, height=height, width=width)
     scores, ids = np.asarray(scores, np.float32), np.asarray(ids, np.int64)
+    if per_phrase:
+        needed = np.array(
+            [per_phrase.get(p, options.box_threshold) for p in prompt.phrases], np.float32
+        )
+        passed = np.flatnonzero(scores >= needed[ids])
+        boxes, scores, ids = boxes[passed], scores[passed], ids[passed]
+        masks = None if masks is None else np.asarray(masks)[passed]
     keep = remove_duplicates(boxes, scores, ids, iou=options.nms_iou)
     if options.max_objects is not None:
         keep = keep[: int(options.max_objects)]

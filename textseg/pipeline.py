@@ -35,7 +35,7 @@ from textseg.user_prompts import BoxesInput, PointsInput, UserPrompts, parse_use
 from textseg.video import segment_video
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator, Mapping
 
     import torch
     from PIL import Image
@@ -248,6 +248,7 @@ class TextSegmenter:
         multimask: bool = False,
         detector_size: int | None = None,
         min_text_match: float | None = None,
+        box_thresholds: Mapping[str, float] | None = None,
     ) -> Segmentation:
         """Find and mask every object the prompt names, plus what the user boxed or clicked.
 
@@ -270,6 +271,8 @@ class TextSegmenter:
             the processor's, 800; e.g. 512 is about twice as fast on a CPU).
         min_text_match: experimental, off by default; with a SAM 3 checker loaded, drop
             objects found by text whose `text_match` is below it.
+        box_thresholds: {phrase: threshold}, a box_threshold of its own for some phrases
+            (e.g. {"car": 0.4}); the others keep `box_threshold`.
         Returns a Segmentation (possibly with no objects): the user's objects first (score
         1.0), then the objects found by text, best first.
         """
@@ -281,6 +284,7 @@ class TextSegmenter:
             multimask=multimask,
             detector_size=detector_size,
             min_text_match=min_text_match,
+            box_thresholds=box_thresholds,
         )
         self._check_options(options)
         has_user = boxes is not None or points is not None

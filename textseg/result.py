@@ -4,6 +4,7 @@ and a clip tracked through (VideoSegmentation, its VideoObject and FrameMask).""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +20,9 @@ __all__ = [
     "KINDS",
     "BatchItem",
     "FrameMask",
+    "LabelledImage",
+    "LabelledObject",
+    "LabelledSet",
     "Segmentation",
     "VideoObject",
     "VideoSegmentation",
@@ -321,3 +325,50 @@ class VideoSegmentation:
         parts = ", ".join(f"{n} {label}" for label, n in counts.items())
         noun = "object" if len(self.objects) == 1 else "objects"
         return f"{len(self.objects)} {noun} ({parts}) over {frames}"
+
+
+# --------------------------------------------------------------------------- data sets
+
+
+@dataclass
+class LabelledObject:
+    """One object of a labelled data set (textseg.label_dataset).
+
+    category_id: 1, 2, ... into the data set's categories. label: the prompt phrase that
+    found it. score: the finder's score in [0, 1]. box_xyxy: [x0, y0, x1, y1] pixels, the
+    finder's box (as in segmentation.json). area: the mask's pixel count (> 0: empty masks
+    are left out of data sets). rle: the mask as compressed COCO RLE, {"size": [H, W],
+    "counts": "..."} (textseg.export.rle_to_mask reads it back).
+    """
+
+    category_id: int
+    label: str
+    score: float
+    box_xyxy: list[float]
+    area: int
+    rle: dict
+
+
+@dataclass
+class LabelledImage:
+    """One image of a labelled data set: id 1, 2, ... in the data set's file order;
+    file: its path relative to the image folder ("/"-separated); path: where it is;
+    height, width: pixels as displayed (EXIF orientation applied); objects, best first."""
+
+    id: int
+    file: str
+    path: Path
+    height: int
+    width: int
+    objects: list[LabelledObject]
+
+
+@dataclass
+class LabelledSet:
+    """What a data-set format writes (textseg.export.DATASET_FORMATS): the category names
+    (category_id k is categories[k - 1]) and the images, read again on each call of
+    `images()` so that a large data set is never held in memory whole."""
+
+    categories: list[str]
+    images: Callable[[], Iterator[LabelledImage]]
+    info: dict = field(default_factory=dict)
