@@ -38,6 +38,7 @@ import numpy as np
 from textseg import backends
 from textseg.backends import DEFAULT_BACKEND
 from textseg.errors import TextsegError
+from textseg.review import review  # the review gallery lives in its own file: textseg.ui.review
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -53,6 +54,7 @@ __all__ = [
     "clear",
     "image_event",
     "launch",
+    "review",
     "run",
     "run_soon",
     "upload_changed",
