@@ -10,8 +10,8 @@ cropped around it with its mask, its class and score, and Accept / Reject / Rela
 of the data set, or a new one typed in). Filters: a class, and "not yet reviewed". "Fix"
 on a card opens its image below: click points on a missed object (or two corners of a box)
 and press Add (they go to SAM 2 through the point and box prompts), or mark "No object
-here". Keys (ipyevents, on the gallery: click it once so it has the focus): a accept, r
-reject, n or → next, p or ← previous. Colab's custom widget manager passes these events;
+here". Keys (ipyevents, while the mouse is over the "keys here" pad above the cards): a accept,
+r reject, n or → next, p or ← previous, on the card framed in blue. Colab's custom widget manager passes these events;
 where ipyevents is not installed in the front end (a plain Voila without the extension,
 VS Code's notebooks with old renderers) the buttons still work and the keys do nothing.
 
@@ -264,6 +264,8 @@ def _make_card(app: ReviewApp, item: ReviewItem) -> Card:
         layout=w.Layout(width=f"{THUMB_SIZE + 40}px", padding="4px", border="1px solid #ccc"),
     )
     card = Card(item, root, image, text, accept, reject, label, relabel, fix)
+    for name in ("root", "image", "text", "accept", "reject", "label", "relabel", "fix"):
+        getattr(card, name).add_class(f"textseg-review-{name.replace('root', 'card')}")
     accept.on_click(lambda _: decide(app, card, "accept"))
     reject.on_click(lambda _: decide(app, card, "reject"))
     relabel.on_click(lambda _: decide(app, card, "relabel", label=card.label.value))
@@ -395,6 +397,7 @@ def _show_fix(app: ReviewApp) -> None:
     buffer = io.BytesIO()
     picture.save(buffer, format="JPEG", quality=88)
     app.detail_image.value = buffer.getvalue()
+    app.detail_image.layout.width = f"{picture.width}px"  # its own size, not the page's width
 
 
 def open_fix(app: ReviewApp, image: str) -> None:
@@ -416,6 +419,9 @@ def image_event(app: ReviewApp, event: dict) -> None:
     else:
         app.points.append((x, y))
     _show_fix(app)
+    n, box = len(app.points), len(app.corners) == 2
+    what = "a box" if box else f"{n} point{'s' * (n != 1)}" if n else "1 corner"
+    _message(app, f"{app.fixing}: {what}; choose the class and press Add")
 
 
 def _segmenter(app: ReviewApp) -> TextSegmenter:
@@ -518,18 +524,29 @@ def build_review(
         [w.HBox([mode, add_label, add_button, clear_button, no_object_button]), detail_image],
         layout=w.Layout(display="none"),
     )
-    gallery = w.VBox([grid])
+    # the keys' own pad: ipyevents takes the focus while the mouse is over its source, so
+    # on the whole gallery it would steal the keys typed into a card's class field
+    keypad = w.HTML(
+        '<div style="padding:4px 8px;border:1px dashed #888;cursor:pointer">keys here: '
+        "<b>a</b> accept, <b>r</b> reject, <b>n</b>/\u2192 next, <b>p</b>/\u2190 previous</div>"
+    )
+    gallery = w.VBox([keypad, grid])
     root = w.VBox(
         [w.HBox([class_filter, unreviewed, prev_button, next_button, page_label]), status,
          gallery, detail],
     )  # fmt: skip
     root.add_class("textseg-review")
+    named = dict(status=status, page=page_label, next=next_button, prev=prev_button,
+                 unreviewed=unreviewed, detail=detail_image, add=add_button,
+                 add_label=add_label, no_object=no_object_button, keys=keypad)  # fmt: skip
+    for name, widget in named.items():
+        widget.add_class(f"textseg-review-{name.replace('_', '-')}")
     try:
         from ipyevents import Event
     except ImportError:  # the buttons still work
         keys = detail_events = None
     else:
-        keys = Event(source=gallery, watched_events=["keydown"])
+        keys = Event(source=keypad, watched_events=["keydown"])
         detail_events = Event(source=detail_image, watched_events=["click"])
     app = ReviewApp(
         data=data, log=log, root=root, grid=grid, class_filter=class_filter,
