@@ -397,7 +397,9 @@ def test_the_review_in_a_real_browser(model_dirs, text_segmenter, tmp_path):
         _review_status(driver, f"#{items[0].annotation}: accepted")
         cards[1].find_element(By.CSS_SELECTOR, ".textseg-review-reject").click()
         _review_status(driver, f"#{items[1].annotation}: rejected")
-        cards[2].find_element(By.CSS_SELECTOR, ".textseg-review-label input").send_keys("truck", Keys.TAB)
+        cards[2].find_element(By.CSS_SELECTOR, ".textseg-review-label input").send_keys(
+            "truck", Keys.TAB
+        )
         time.sleep(0.5)  # the typed value (sent on leaving the field) reaches the kernel
         cards[2].find_element(By.CSS_SELECTOR, ".textseg-review-relabel").click()
         _review_status(driver, "relabelled as truck")
@@ -413,7 +415,9 @@ def test_the_review_in_a_real_browser(model_dirs, text_segmenter, tmp_path):
             image, round(dx), round(dy)
         ).click().perform()
         _review_status(driver, "1 point; choose the class")
-        driver.find_element(By.CSS_SELECTOR, ".textseg-review-add-label input").send_keys("dog", Keys.TAB)
+        driver.find_element(By.CSS_SELECTOR, ".textseg-review-add-label input").send_keys(
+            "dog", Keys.TAB
+        )
         time.sleep(0.5)
         driver.find_element(By.CSS_SELECTOR, ".textseg-review-add").click()
         _review_status(driver, "added dog", timeout=120)
