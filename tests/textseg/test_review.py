@@ -233,3 +233,44 @@ def test_pages_load_lazily_and_thumbnails_are_cached(dataset, monkeypatch):
         (app.thumbs / f"{c.item.key}.jpg").read_bytes() for c in app.cards
     ]
     assert len(queue(app)) == len(app.data.items)
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: not an Exception, so no `except Exception` in the code catches it."""
+
+
+def test_a_killed_export_run_again_gives_the_same_files(dataset, monkeypatch):
+    import contextlib
+
+    import textseg.export as export
+
+    app = build_review(dataset, user="ana")
+    app.cards[0].accept.click()
+    app.cards[1].label.value = "truck"
+    app.cards[1].relabel.click()
+    reference = dataset.parent / "reference"
+    export_reviewed(dataset, out=reference, formats=("coco", "yolo"))
+    want = {p.relative_to(reference).as_posix(): p.read_bytes() for p in reference.rglob("*")
+            if p.is_file() and p.name != "data.yaml"}  # fmt: skip
+    real = export.atomic_path
+    writes = len([p for p in reference.rglob("*") if p.is_file()])
+    for kill_at in range(writes):
+        out = dataset.parent / f"killed{kill_at}"
+        calls = []
+
+        @contextlib.contextmanager
+        def dying(path, calls=calls, kill_at=kill_at):
+            calls.append(path)
+            if len(calls) > kill_at:
+                raise Killed
+            with real(path) as tmp:
+                yield tmp
+
+        monkeypatch.setattr(export, "atomic_path", dying)
+        with pytest.raises(Killed):
+            export_reviewed(dataset, out=out, formats=("coco", "yolo"))
+        monkeypatch.setattr(export, "atomic_path", real)
+        export_reviewed(dataset, out=out, formats=("coco", "yolo"))
+        got = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*")
+               if p.is_file() and p.name != "data.yaml"}  # fmt: skip
+        assert got == want, kill_at
