@@ -252,7 +252,7 @@ def read_decisions(path: str | os.PathLike) -> list[Decision]:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 class ReviewLog:
@@ -362,18 +362,21 @@ class ReviewState:
         return None if d is None else d.action
 
 
-def _fold(decisions: Iterable[Decision], by_image: dict[str, list[str]]) -> dict[str, Decision]:
-    """One user's decisions in order -> {object key: decision in force}."""
-    final: dict[str, Decision] = {}
+def _fold(
+    decisions: Iterable[tuple[int, Decision]], by_image: dict[str, list[str]]
+) -> dict[str, tuple[int, Decision]]:
+    """One user's (position, decision) in order -> {object key: (position, decision in
+    force)}; the position (in the merged list) breaks ties of time between users."""
+    final: dict[str, tuple[int, Decision]] = {}
     added_to: dict[str, list[str]] = {}
-    for d in decisions:
+    for pos, d in decisions:
         if d.action == "no_object":
             for key in [*by_image.get(d.image, []), *added_to.get(d.image, [])]:
-                final[key] = Decision("reject", d.user, d.time, d.image, None, key, None)
+                final[key] = (pos, Decision("reject", d.user, d.time, d.image, None, key, None))
         elif d.object is not None:
             if d.action == "add":
                 added_to.setdefault(d.image, []).append(d.object)
-            final[d.object] = d
+            final[d.object] = (pos, d)
     return final
 
 
@@ -389,26 +392,30 @@ def resolve(decisions: Sequence[Decision], data: DataSet) -> ReviewState:
     by_image: dict[str, list[str]] = {}
     for item in data.items:
         by_image.setdefault(item.image, []).append(item.key)
-    users: dict[str, list[Decision]] = {}
-    for d in decisions:
-        users.setdefault(d.user, []).append(d)
+    users: dict[str, list[tuple[int, Decision]]] = {}
+    for pos, d in enumerate(decisions):
+        users.setdefault(d.user, []).append((pos, d))
     state = ReviewState()
     for d in decisions:
         state.reviewed_images.add(d.image)
         if d.action == "add":
             state.added[d.object] = d  # type: ignore[index]
+    ranked: dict[str, tuple[int, Decision]] = {}
     for mine in users.values():
-        for key, d in _fold(mine, by_image).items():
-            other = state.final.get(key)
-            if other is None:
-                state.final[key] = d
+        for key, (pos, d) in _fold(mine, by_image).items():
+            if key not in ranked:
+                ranked[key] = (pos, d)
                 continue
+            other_pos, other = ranked[key]
             if not _same(other, d):
                 ann = next((x.annotation for x in (other, d) if x.annotation is not None), None)
-                first, second = sorted((other, d), key=lambda x: x.time)
+                first, second = (
+                    (other, d) if (other.time, other_pos) < (d.time, pos) else (d, other)
+                )
                 state.conflicts.append(Conflict(d.image, key, ann, first, second))
-            if d.time > other.time:
-                state.final[key] = d
+            if (d.time, pos) > (other.time, other_pos):  # the latest; same time: the later line
+                ranked[key] = (pos, d)
+    state.final = {key: d for key, (_, d) in ranked.items()}
     # a relabel of an added object keeps it added, under its new class
     return state
 
