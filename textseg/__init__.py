@@ -29,6 +29,7 @@ from textseg.parts import SegmentOptions
 from textseg.pipeline import TextSegmenter
 from textseg.prompt import parse_prompt
 from textseg.result import BatchItem, Segmentation, VideoObject, VideoSegmentation
+from textseg.review_log import ReviewError, export_reviewed, merge_reviews
 from textseg.rle import decode_rle, encode_rle
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "LabelSummary",
     "ModelLoadError",
     "PromptError",
+    "ReviewError",
     "SegmentOptions",
     "Segmentation",
     "TextSegmenter",
@@ -47,9 +49,11 @@ __all__ = [
     "VideoSegmentation",
     "decode_rle",
     "encode_rle",
+    "export_reviewed",
     "label_dataset",
     "load",
     "load_image",
+    "merge_reviews",
     "overlay",
     "parse_prompt",
     "save",

@@ -324,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["label"]:  # python -m textseg label FOLDER ... (a data set)
         return label_main(argv[1:])
+    if argv[:1] == ["export"]:  # python -m textseg export DATASET --reviewed-only
+        return export_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -728,3 +730,66 @@ def label_main(argv: list[str]) -> int:
         for line in summary.lines():
             print(f"textseg label: {line}")
     return 0 if summary.complete and not summary.skipped else 1
+
+
+EXPORT_EPILOG = """\
+example:
+  python -m textseg export dataset/ --reviewed-only --format coco yolo
+
+Writes DATASET/reviewed/ (or --out): annotations.json (and the YOLO-seg layout with
+--format yolo) holding only what the review kept: accepted objects with relabels applied,
+and added ones; rejected and unreviewed objects are left out, and only images with a
+decision are written. The decisions are DATASET/review.jsonl (textseg.ui.review), or the
+files given with --reviews (several users' files are merged; conflicts stop the export
+unless --on-conflict latest). Exit status: 0 written, 2 bad arguments or review.
+"""
+
+
+def build_export_parser() -> argparse.ArgumentParser:
+    from textseg.export import DATASET_FORMATS, SEGMENTATION_KINDS
+
+    p = _Parser(
+        prog="python -m textseg export",
+        description="Export a reviewed data set (see textseg.ui.review).",
+        epilog=EXPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("dataset", type=Path, help="a data set folder written by `textseg label`")
+    p.add_argument(
+        "--reviewed-only", action="store_true", help="keep only what the review accepted or added"
+    )
+    p.add_argument("--out", type=Path, default=None, help="where to write (DATASET/reviewed)")
+    p.add_argument("--format", nargs="+", choices=list(DATASET_FORMATS), default=None)
+    p.add_argument("--segmentation", choices=list(SEGMENTATION_KINDS), default="rle")
+    p.add_argument("--reviews", nargs="+", type=Path, default=None, help="decision files to merge")
+    p.add_argument("--on-conflict", choices=["stop", "latest"], default="stop")
+    return p
+
+
+def export_main(argv: list[str]) -> int:
+    """`textseg export DATASET --reviewed-only ...`; returns the exit status."""
+    from textseg.review_log import ReviewError, export_reviewed
+
+    parser = build_export_parser()
+    args = parser.parse_args(argv)
+    if not args.reviewed_only:
+        parser.error(
+            "give --reviewed-only: the data set's own annotations.json is the unreviewed export"
+        )
+    if not args.dataset.is_dir():
+        parser.error(f"{args.dataset}: not a folder")
+    try:
+        summary = export_reviewed(
+            args.dataset,
+            out=args.out,
+            formats=args.format or ["coco"],
+            segmentation=args.segmentation,
+            reviews=args.reviews,
+            on_conflict=args.on_conflict,
+        )
+    except (ReviewError, OutputError) as err:
+        print(f"textseg export: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    for line in summary.lines():
+        print(f"textseg export: {line}")
+    return 0

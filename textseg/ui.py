@@ -45,6 +45,7 @@ import numpy as np
 from textseg import backends, colab
 from textseg.backends import DEFAULT_BACKEND
 from textseg.errors import TextsegError
+from textseg.review import review  # the review gallery lives in its own file: textseg.ui.review
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -64,6 +65,7 @@ __all__ = [
     "launch",
     "open_soon",
     "open_source",
+    "review",
     "run",
     "run_soon",
     "upload_changed",

@@ -15,6 +15,7 @@ resolves when a condition holds (no polling of text from Python).
 from __future__ import annotations
 
 import base64
+import contextlib
 import inspect
 import io
 import json
@@ -147,14 +148,15 @@ def _wait(driver, body: str, what: str, timeout: float = 60):
         return value
     except TimeoutException:
         status = driver.execute_script(
-            "const e = document.querySelector('.textseg-status'); return e && e.textContent"
+            "const e = document.querySelector('.textseg-status')"
+            " || document.querySelector('.textseg-review-status'); return e && e.textContent"
         )
         raise AssertionError(f"timed out waiting for {what}; status: {status!r}") from None
 
 
-def _wait_status(driver, pattern: str, timeout: float = 60) -> str:
+def _wait_status(driver, pattern: str, timeout: float = 60, where: str = ".textseg-status") -> str:
     body = (
-        "const e = document.querySelector('.textseg-status');"
+        f"const e = document.querySelector({json.dumps(where)});"
         f"return e && new RegExp({json.dumps(pattern)}).test(e.textContent) && e.textContent;"
     )
     return _wait(driver, body, f"status matching {pattern!r}", timeout)
@@ -190,12 +192,12 @@ def _screenshot(driver, name: str) -> Path:
     return path
 
 
-def _voila(port: int) -> list[str]:
-    return [sys.executable, "-m", "voila", "ui.ipynb", "--no-browser", f"--port={port}",
+def _voila(port: int, name: str) -> list[str]:
+    return [sys.executable, "-m", "voila", name, "--no-browser", f"--port={port}",
             "--Voila.ip=127.0.0.1", "--show_tracebacks=True"]  # fmt: skip
 
 
-def _classic_notebook(port: int) -> list[str]:
+def _classic_notebook(port: int, name: str) -> list[str]:
     return [sys.executable, "-m", "notebook", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
             "--NotebookApp.token=", "--NotebookApp.password=", "--allow-root"]  # fmt: skip
 
@@ -244,14 +246,14 @@ class Frontend:
     page to open, and what to do there before the UI draws itself."""
 
     name: str
-    command: Callable[[int], list[str]]
-    path: str
+    command: Callable[[int, str], list[str]]  # (port, notebook name)
+    path: str  # the page of notebook {name}
     start: Callable[[WebDriver], None]
 
 
 FRONTENDS = {  # by ipywidgets major version
     8: Frontend("voila", _voila, "", lambda driver: None),
-    7: Frontend("notebook", _classic_notebook, "notebooks/ui.ipynb", _run_all_cells),
+    7: Frontend("notebook", _classic_notebook, "notebooks/{name}", _run_all_cells),
 }
 
 
@@ -261,23 +263,22 @@ def frontend() -> Frontend:
     return FRONTENDS[max(7, min(WIDGETS_MAJOR, 8))]
 
 
-@pytest.fixture(scope="module")
-def page(model_dirs, tmp_path_factory, frontend):
-    """`frontend`'s server on a free port serving the UI notebook, and headless Chromium showing
-    the UI (its status says "upload an image")."""
+def _notebook(root: Path, name: str, source: str) -> None:
     import nbformat
 
-    root = tmp_path_factory.mktemp("browser")
-    source = NOTEBOOK.format(
-        repo=str(REPO), detector=str(model_dirs["detector"]), segmenter=str(model_dirs["segmenter"])
-    )
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
     nb.metadata["kernelspec"] = {
         "name": "python3",
         "display_name": "Python 3",
         "language": "python",
     }
-    nbformat.write(nb, root / "ui.ipynb")
+    nbformat.write(nb, root / name)
+
+
+@contextlib.contextmanager
+def _served(frontend: Frontend, root: Path, name: str, ready: str, where: str = ".textseg-status"):
+    """`frontend`'s server on a free port serving root/name, and headless Chromium showing it
+    once `ready` shows in the status (the element `where`)."""
     port = _free_port()
     env = {
         **os.environ,
@@ -292,9 +293,9 @@ def page(model_dirs, tmp_path_factory, frontend):
     log_path = root / f"{frontend.name}.log"
     log = open(log_path, "wb")  # noqa: SIM115 - closed below
     server = subprocess.Popen(
-        frontend.command(port), cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT
+        frontend.command(port, name), cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT
     )
-    url = f"http://127.0.0.1:{port}/{frontend.path}"
+    url = f"http://127.0.0.1:{port}/" + frontend.path.format(name=name)
     driver = None
     try:
         deadline = time.monotonic() + 60
@@ -321,7 +322,7 @@ def page(model_dirs, tmp_path_factory, frontend):
         driver.set_page_load_timeout(90)
         driver.get(url)
         frontend.start(driver)
-        _wait_status(driver, "upload an image", timeout=90)
+        _wait_status(driver, ready, timeout=90, where=where)
         yield driver, root
     finally:
         if driver is not None:
@@ -332,6 +333,19 @@ def page(model_dirs, tmp_path_factory, frontend):
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def page(model_dirs, tmp_path_factory, frontend):
+    """`frontend`'s server serving the UI notebook, and headless Chromium showing the UI (its
+    status says "upload an image")."""
+    root = tmp_path_factory.mktemp("browser")
+    source = NOTEBOOK.format(
+        repo=str(REPO), detector=str(model_dirs["detector"]), segmenter=str(model_dirs["segmenter"])
+    )
+    _notebook(root, "ui.ipynb", source)
+    with _served(frontend, root, "ui.ipynb", "upload an image") as served:
+        yield served
 
 
 def test_the_ui_in_a_real_browser(page, sample_image, tmp_path):
@@ -476,3 +490,105 @@ def test_the_file_box_opens_a_path_typed_in_the_browser(page, tmp_path):
     text = _wait_status(driver, "no such file")
     assert text.startswith("Error: ") and "nope.jpg" in text and "\n" not in text
     assert not driver.find_element(By.CSS_SELECTOR, ".textseg-image").is_displayed()
+
+
+REVIEW_NOTEBOOK = """\
+import sys
+sys.path.insert(0, {repo!r})
+from transformers.utils import logging
+logging.disable_progress_bar()
+from textseg import TextSegmenter
+from textseg.review import build_review
+ts = TextSegmenter.from_pretrained(detector={detector!r}, segmenter={segmenter!r}, device="cpu")
+app = build_review({dataset!r}, segmenter=ts, user="browser")
+app.root
+"""
+
+
+def _review_status(driver, pattern: str, timeout: float = 60) -> str:
+    return _wait_status(driver, pattern, timeout, where=".textseg-review-status")
+
+
+def test_the_review_in_a_real_browser(model_dirs, text_segmenter, tmp_path, frontend):
+    """Accept, reject, relabel and add (a click through SAM 2) in the review, reload the
+    page, see the decisions kept, export, and check the COCO file with pycocotools."""
+    pytest.importorskip("pycocotools")
+    from pycocotools.coco import COCO
+
+    from textseg import export_reviewed, label_dataset
+    from textseg.review_log import load_items
+    from textseg.testing import make_sample_image
+
+    photos = tmp_path / "photos"
+    for i in range(2):
+        make_sample_image(photos / f"img{i}.jpg", height=96, width=128, seed=i)
+    dataset = tmp_path / "dataset"
+    label_dataset(text_segmenter, photos, "car, person", out=dataset, progress=False,
+                  model="tiny", box_threshold=0.0, text_threshold=0.0, max_objects=3)  # fmt: skip
+    items = sorted(load_items(dataset).items, key=lambda it: (it.sureness, it.annotation))
+    assert len(items) >= 3
+    first, _, third = items[:3]
+    source = REVIEW_NOTEBOOK.format(
+        repo=str(REPO), detector=str(model_dirs["detector"]),
+        segmenter=str(model_dirs["segmenter"]), dataset=str(dataset),
+    )  # fmt: skip
+    _notebook(tmp_path, "review.ipynb", source)
+    with _served(
+        frontend, tmp_path, "review.ipynb", "objects in .* images", ".textseg-review-status"
+    ) as (
+        driver,
+        _,
+    ):
+        cards = driver.find_elements(By.CSS_SELECTOR, ".textseg-review-card")
+        assert len(cards) == len(items)
+        cards[0].find_element(By.CSS_SELECTOR, ".textseg-review-accept").click()
+        _review_status(driver, f"#{items[0].annotation}: accepted")
+        cards[1].find_element(By.CSS_SELECTOR, ".textseg-review-reject").click()
+        _review_status(driver, f"#{items[1].annotation}: rejected")
+        cards[2].find_element(By.CSS_SELECTOR, ".textseg-review-label input").send_keys(
+            "truck", Keys.TAB
+        )
+        time.sleep(0.5)  # the typed value (sent on leaving the field) reaches the kernel
+        cards[2].find_element(By.CSS_SELECTOR, ".textseg-review-relabel").click()
+        _review_status(driver, "relabelled as truck")
+        cards[0].find_element(By.CSS_SELECTOR, ".textseg-review-fix").click()
+        _review_status(driver, "click a missed object")
+        _wait(driver, "const i = document.querySelector('.textseg-review-detail');"
+                      "return i && i.src && i.naturalWidth > 0;", "the image to fix")  # fmt: skip
+        x, y, w, h = first.bbox
+        image = driver.find_element(By.CSS_SELECTOR, ".textseg-review-detail")
+        shown = image.size["width"] / 128  # the page's pixels per image pixel
+        dx, dy = (x + w / 2 - 64) * shown, (y + h / 2 - 48) * shown  # from the centre
+        ActionChains(driver).move_to_element_with_offset(
+            image, round(dx), round(dy)
+        ).click().perform()
+        _review_status(driver, "1 point; choose the class")
+        driver.find_element(By.CSS_SELECTOR, ".textseg-review-add-label input").send_keys(
+            "dog", Keys.TAB
+        )
+        time.sleep(0.5)
+        driver.find_element(By.CSS_SELECTOR, ".textseg-review-add").click()
+        _review_status(driver, "added dog", timeout=120)
+        driver.execute_script("window.scrollTo(0, 0);")
+        _screenshot(driver, "textseg_review.jpg")
+
+        driver.refresh()  # the review reopens from review.jsonl
+        frontend.start(driver)
+        _review_status(driver, "4 decided so far", timeout=90)
+        texts = driver.execute_script(
+            "return [...document.querySelectorAll('.textseg-review-text')].map(e => e.textContent);"
+        )
+        assert "accepted" in texts[0] and "rejected" in texts[1] and "truck" in texts[2], texts
+
+    summary = export_reviewed(dataset)
+    assert (summary.accepted, summary.rejected, summary.relabelled, summary.added) == (2, 1, 1, 1)
+    coco = COCO(str(dataset / "reviewed" / "annotations.json"))
+    names = {c["id"]: c["name"] for c in coco.loadCats(coco.getCatIds())}
+    got = sorted(
+        (coco.imgs[a["image_id"]]["file_name"], names[a["category_id"]])
+        for a in coco.loadAnns(coco.getAnnIds())
+    )
+    assert got == sorted([(first.image, first.category), (third.image, "truck"),
+                          (first.image, "dog")])  # fmt: skip
+    for ann in coco.loadAnns(coco.getAnnIds()):
+        assert coco.annToMask(ann).sum() == ann["area"] > 0
