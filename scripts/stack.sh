@@ -47,7 +47,7 @@ pip_install --upgrade pip
 if [ "$stack" = colab ]; then
   # Colab's own packages, at Colab's versions (the notebooks and tests import these).
   pip_install torch torchvision transformers numpy pillow matplotlib scikit-learn tqdm \
-    ipywidgets ipyevents omegaconf nbclient nbformat ipykernel pytest setuptools wheel
+    ipywidgets ipyevents omegaconf nbclient nbformat ipykernel pytest setuptools wheel pycocotools
   # What q2's set-up cell installs on Colab: SAM 2 (its own dependencies hydra-core and iopath
   # included) built with SAM2_BUILD_CUDA=0, then ipyevents and av, then this package --no-deps.
   pip_install hydra-core iopath av
