@@ -115,11 +115,11 @@ REST_OPTS=()
 [ "${TEST_WORKERS:-0}" -gt 0 ] && REST_OPTS=(-n "$TEST_WORKERS" --dist loadfile)
 if [ "$CUDA" = 1 ]; then
   step tests_gpu 120 "${PYTEST[@]}" -m gpu
-  step tests_rest 100 "${PYTEST[@]}" "${REST_OPTS[@]}" -m "not gpu and not browser"
+  step tests_rest 100 "${PYTEST[@]}" "${REST_OPTS[@]}" -m "not gpu and not browser and not kill"
 else  # collect only: proves every test module imports on this stack, in seconds
   COLLECT=("$PY" -m pytest -q -p no:cacheprovider --collect-only)
   step tests_gpu 120 "${COLLECT[@]}" -m gpu
-  step tests_rest 100 "${COLLECT[@]}" -m "not gpu and not browser"
+  step tests_rest 100 "${COLLECT[@]}" -m "not gpu and not browser and not kill"
 fi
 step bench_step 40 "$PY" benchmarks/bench_step.py --device cuda --rounds 3 --json "$LOGS/bench_step.json"
 if [ -d "$DATA/train" ] || [ "$CUDA" != 1 ]; then  # (no CUDA: the script skips before reading)

@@ -143,6 +143,7 @@ def inputs(tmp_path_factory):
     return folder
 
 
+@pytest.mark.kill
 def test_batch_killed_at_every_write_then_run_again_is_the_uninterrupted_result(
     model_dirs, inputs, tmp_path, monkeypatch, capsys
 ):
@@ -199,6 +200,7 @@ def test_batch_killed_at_every_write_then_run_again_is_the_uninterrupted_result(
     assert len(list((reference / "a").glob("mask_*.png"))) == 2
 
 
+@pytest.mark.kill
 def test_video_killed_at_every_write_then_run_again_is_the_uninterrupted_result(
     model_dirs, tmp_path, monkeypatch, capsys
 ):

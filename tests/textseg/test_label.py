@@ -288,6 +288,7 @@ def test_coco_polygons_are_optional_and_masks_with_holes_keep_rle(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["mid", "after"])  # killed during a write, or right after it
+@pytest.mark.kill
 def test_kill_at_every_write_then_the_same_call_finishes_identically(
     mode, small, text_segmenter, tmp_path
 ):
@@ -497,6 +498,7 @@ def _env() -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.kill
 def test_two_gloo_processes_equal_one_and_a_killed_pair_resumes_in_one(model_dirs, tmp_path):
     photos = write_folder(tmp_path / "photos", good=5)
     one, two, killed = tmp_path / "one", tmp_path / "two", tmp_path / "killed"

@@ -208,6 +208,7 @@ def test_the_mirror_ends_with_the_runs_files_and_churns_a_fraction_of_the_old_sc
 
 
 @pytest.mark.parametrize("mode", ["mid", "after"])  # killed during a write, or right after it
+@pytest.mark.kill
 def test_kill_at_every_write_then_the_same_call_finishes_identically(
     mode, short, tiny, splits, tmp_path
 ):

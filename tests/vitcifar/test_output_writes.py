@@ -103,6 +103,7 @@ def test_evaluate_writes_figures_then_metrics_json_last(eval_reference):
 
 
 @pytest.mark.parametrize("mode", ["mid", "after"])
+@pytest.mark.kill
 def test_evaluate_killed_at_every_write_then_the_same_call_finishes_identically(
     mode, eval_reference, best, splits, tmp_path
 ):
@@ -154,6 +155,7 @@ def final_files(folder):
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.kill
 def test_export_killed_at_every_point_leaves_no_file_or_the_whole_one(fmt, best, tmp_path):
     if fmt == "onnx":
         for name in ("onnx", "onnxscript", "onnxruntime"):

@@ -119,6 +119,7 @@ def test_reference_run_writes_last_then_best_then_metrics(reference):
 
 
 @pytest.mark.parametrize("mode", ["mid", "after"])  # killed during a write, or right after it
+@pytest.mark.kill
 def test_kill_at_every_write_then_the_same_call_finishes_identically(
     mode, reference, splits, tiny_cfg_module, tmp_path
 ):
