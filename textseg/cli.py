@@ -386,6 +386,25 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args, parser, images, videos)
 
 
+def _finder_options(args: argparse.Namespace) -> dict:
+    """The finder's flags shared by images, videos and data sets (box thresholds aside: a data
+    set also takes them per class)."""
+    return dict(
+        text_threshold=args.text_threshold, nms_iou=args.nms_iou, max_objects=args.max_objects
+    )
+
+
+def _image_options(args: argparse.Namespace) -> dict:
+    """The finder's flags plus the image-only ones (SAM 2's masks, the detector's input size,
+    SAM 3's text check), shared by `textseg IMAGES` and `textseg label`."""
+    return dict(
+        **_finder_options(args),
+        multimask=args.multimask,
+        detector_size=args.detector_size,
+        min_text_match=args.min_text_match,
+    )
+
+
 def _run(
     args: argparse.Namespace,
     parser: argparse.ArgumentParser,
@@ -397,15 +416,7 @@ def _run(
     segmenter = _load_segmenter(args, args.device)
     if segmenter is None:
         return 1
-    options = dict(
-        box_threshold=args.box_threshold,
-        text_threshold=args.text_threshold,
-        nms_iou=args.nms_iou,
-        max_objects=args.max_objects,
-        multimask=args.multimask,
-        detector_size=args.detector_size,
-        min_text_match=args.min_text_match,
-    )
+    options = dict(box_threshold=args.box_threshold, **_image_options(args))
     if args.box:
         if any(name for _, name in args.box):
             options["boxes"] = {
@@ -463,10 +474,8 @@ def _segment_video(segmenter, video: Path, args: argparse.Namespace, used: set[s
         every=args.every,
         max_frames=args.max_frames,
         box_threshold=args.box_threshold,
-        text_threshold=args.text_threshold,
-        nms_iou=args.nms_iou,
-        max_objects=args.max_objects,
         match_iou=args.match_iou,
+        **_finder_options(args),
     )
     try:
         settings = segmenter.settings_for(video, args.prompt, options)
@@ -707,12 +716,7 @@ def label_main(argv: list[str]) -> int:
             segmentation=args.segmentation,
             box_threshold=global_thresholds[0] if global_thresholds else 0.35,
             box_thresholds=per_class or None,
-            text_threshold=args.text_threshold,
-            nms_iou=args.nms_iou,
-            max_objects=args.max_objects,
-            multimask=args.multimask,
-            detector_size=args.detector_size,
-            min_text_match=args.min_text_match,
+            **_image_options(args),
             per_image=not args.no_per_image,
             model=_model_description(args),
             progress=not args.no_progress,

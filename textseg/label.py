@@ -53,7 +53,7 @@ from textseg.export import (
     write_json_atomic,
 )
 from textseg.images import IMAGE_SUFFIXES
-from textseg.parts import SegmentOptions, check_unit
+from textseg.parts import check_unit
 from textseg.prompt import parse_prompt
 from textseg.result import LabelledImage, LabelledObject, LabelledSet
 
@@ -472,8 +472,7 @@ def label_dataset(
         min_text_match=min_text_match,
         box_thresholds=per_phrase or None,
     )
-    checked = SegmentOptions(**options)  # bad values fail here, before anything is written
-    segmenter._check_options(checked)
+    checked = segmenter.check_options(**options)  # bad values fail here, before any write
     recipe = {
         "version": RECIPE_VERSION,
         "folder": str(root.resolve()),

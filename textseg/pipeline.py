@@ -10,7 +10,7 @@ import os
 import threading
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -276,7 +276,7 @@ class TextSegmenter:
         Returns a Segmentation (possibly with no objects): the user's objects first (score
         1.0), then the objects found by text, best first.
         """
-        options = SegmentOptions(
+        options = self.check_options(
             box_threshold=box_threshold,
             text_threshold=text_threshold,
             nms_iou=nms_iou,
@@ -286,7 +286,6 @@ class TextSegmenter:
             min_text_match=min_text_match,
             box_thresholds=box_thresholds,
         )
-        self._check_options(options)
         has_user = boxes is not None or points is not None
         if prompt is None or (has_user and isinstance(prompt, str) and not prompt.strip()):
             parsed = None
@@ -304,6 +303,14 @@ class TextSegmenter:
         user = parse_user_prompts(boxes, points, point_labels, height=rgb.height, width=rgb.width)
         source = describe(image) if isinstance(image, (str, os.PathLike)) else None
         return self._segment_rgb(rgb, parsed, options, source=source, user=user)
+
+    def check_options(self, **options: Any) -> SegmentOptions:
+        """`segment`'s finder and mask options (box_threshold, ..., box_thresholds) as one
+        SegmentOptions, checked against this segmenter's models; raises ValueError (one line)
+        for a bad value or one this backend cannot use."""
+        checked = SegmentOptions(**options)
+        self._check_options(checked)
+        return checked
 
     def _check_options(self, options: SegmentOptions) -> None:
         if options.detector_size is not None and self.detector is None:
@@ -530,8 +537,7 @@ class TextSegmenter:
             are skipped as done and how many are left (with out_dir only).
         """
         prompts = {k: options.pop(k) for k in ("boxes", "points", "point_labels") if k in options}
-        checked = SegmentOptions(**options)
-        self._check_options(checked)  # bad options and a bad prompt fail once, up front
+        checked = self.check_options(**options)  # bad options and a bad prompt fail once, up front
         if prompt is not None and (prompt.strip() or not prompts):
             self.check_prompt(parse_prompt(prompt))
         elif prompt is None and not any(v is not None for v in prompts.values()):

@@ -93,8 +93,20 @@ def _check_frame_pixels(width: int, height: int, name: str) -> None:
         )
 
 
+def _av():
+    """PyAV, or one line saying how to get it (a folder of frames needs none)."""
+    try:
+        import av
+    except ImportError as err:
+        raise VideoLoadError(
+            "video files are read and written with PyAV, which is not installed: "
+            "pip install av (or pass a folder of image frames instead)"
+        ) from err
+    return av
+
+
 def _open(path: Path):  # -> (container, stream)
-    import av
+    av = _av()
 
     name = str(path)
     if path.stat().st_size == 0:
@@ -178,9 +190,8 @@ def iter_frames(
     Raises VideoLoadError (one line, naming the file and the frame) for a missing, empty,
     corrupt or unsupported file, a folder without frames, frames of different sizes or
     frames over PIL's pixel limit. A clip that yields no frame at all is an error too.
+    A folder of frames needs no PyAV; a video file does.
     """
-    import av
-
     path = _check_source(source)
     count = 0
     size: tuple[int, int] | None = None
@@ -201,6 +212,7 @@ def iter_frames(
             count += 1
             yield image
     else:
+        av = _av()
         container, stream = _open(path)
         try:
             decoded = container.decode(stream)
@@ -240,7 +252,7 @@ def write_mp4(
     """Encode RGB frames (PIL images or (H, W, 3) uint8 arrays, one size) as H.264 MP4
     (yuv420p, plays in browsers and on phones; mpeg4 where libx264 is missing).
     Returns the number of frames written."""
-    import av
+    av = _av()
 
     if not fps or fps <= 0:
         raise ValueError(f"fps must be a positive number, got {fps!r}")

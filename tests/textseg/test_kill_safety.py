@@ -1,6 +1,6 @@
 """Every textseg output folder is one consistent set of files: a real SIGKILL of
-`python -m textseg` at every write point (a subprocess whose textseg.export writer kills it
-during or right after the n-th write), then the same command again, gives the files of an
+`python -m textseg` at every write point (a fork of a warm subprocess whose textseg.export
+writer kills it during or right after the n-th write), then the same command again, gives the files of an
 uninterrupted run and no stray files; a batch re-run skips what is done and says so."""
 
 from __future__ import annotations
@@ -25,49 +25,110 @@ pytestmark = pytest.mark.slow
 REPO = Path(textseg.__file__).resolve().parents[1]
 FORCE = ["--box-threshold", "0", "--text-threshold", "0"]
 
-# Runs the CLI with textseg.export's writer and remover counting; the KILL_AT-th one sends
-# SIGKILL to its own process: while writing (the temporary file is written, not renamed:
-# "mid") or right after ("after"). A real kill: no except, no finally, no atexit runs.
-KILL_SCRIPT = r"""
-import os, signal, sys
+# A fork server for the killed runs: it imports the CLI's whole stack once (torch,
+# transformers, SAM 2: about 6 s), runs no torch op itself (so a fork is safe), and for each
+# request forks a child that runs the CLI with textseg.export's writer and remover counting;
+# the KILL_AT-th one sends SIGKILL to the child: while writing (the temporary file is written,
+# not renamed: "mid") or right after ("after"). A real kill: no except, no finally, no atexit
+# runs. The server answers each request with the child's wait status.
+KILL_SERVER = r"""
+import importlib, json, os, pkgutil, signal, sys
 from contextlib import contextmanager
-import textseg.export as export
+import textseg, textseg.export as export
+from textseg.cli import main
 
-at, mode = int(os.environ["KILL_AT"]), os.environ["KILL_MODE"]
-count = 0
+for info in pkgutil.iter_modules(textseg.__path__):  # warm: what a run imports lazily
+    if info.name == "__main__":
+        continue
+    importlib.import_module(f"textseg.{info.name}")
+import sam2.build_sam, sam2.sam2_image_predictor  # noqa: E401
+from transformers import AutoProcessor, GroundingDinoForObjectDetection  # noqa: F401
+
 real_atomic, real_remove = export.atomic_path, export._remove
 
 
-def die():
-    os.kill(os.getpid(), signal.SIGKILL)
+def child(at, mode, argv, log):
+    count = 0
 
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
 
-@contextmanager
-def atomic_path(path):
-    global count
-    count += 1
-    n = count
-    with real_atomic(path) as tmp:
-        yield tmp
-        if n == at and mode == "mid":
+    @contextmanager
+    def atomic_path(path):
+        nonlocal count
+        count += 1
+        n = count
+        with real_atomic(path) as tmp:
+            yield tmp
+            if n == at and mode == "mid":
+                die()
+        if n == at:
             die()
-    if n == at:
-        die()
+
+    def remove(path):
+        nonlocal count
+        count += 1
+        real_remove(path)
+        if count == at:
+            die()
+
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(fd, 1), os.dup2(fd, 2)
+    export.atomic_path, export._remove = atomic_path, remove
+    try:
+        code = main(argv)
+    except SystemExit as err:
+        code = err.code
+    except BaseException:
+        import traceback; traceback.print_exc(); code = 99  # noqa: E702
+    sys.stdout.flush(), sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 1)
 
 
-def remove(path):
-    global count
-    count += 1
-    real_remove(path)
-    if count == at:
-        die()
-
-
-export.atomic_path, export._remove = atomic_path, remove
-from textseg.cli import main
-
-sys.exit(main(sys.argv[1:]))
+print("ready", flush=True)
+for line in sys.stdin:
+    at, mode, argv, log = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        child(at, mode, argv, log)
+    print(os.waitpid(pid, 0)[1], flush=True)
 """
+
+
+class KillServer:
+    """The CLI killed at the n-th write, each time in a fresh fork of one warm process."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        script = folder / "kill_server.py"
+        script.write_text(KILL_SERVER)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script)],
+            env=_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout.readline().strip() == "ready"
+
+    def kill_at(self, argv: list[str], n: int, mode: str) -> None:
+        log = self.folder / f"kill{n}{mode}.log"
+        self.proc.stdin.write(json.dumps([n, mode, argv, str(log)]) + "\n")
+        self.proc.stdin.flush()
+        status = int(self.proc.stdout.readline())
+        killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+        assert killed, (n, mode, status, log.read_text()[-2000:])
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+@pytest.fixture
+def kill_server(tmp_path):
+    server = KillServer(tmp_path)
+    yield server
+    server.close()
 
 
 def _models(model_dirs):
@@ -124,17 +185,6 @@ def _kill_points(events):
     return points
 
 
-def _killed(script: Path, argv: list[str], n: int, mode: str) -> None:
-    done = subprocess.run(
-        [sys.executable, str(script), *argv],
-        env=_env(KILL_AT=str(n), KILL_MODE=mode),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == -signal.SIGKILL, (n, mode, done.returncode, done.stderr[-2000:])
-
-
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("inputs")
@@ -145,7 +195,7 @@ def inputs(tmp_path_factory):
 
 @pytest.mark.kill
 def test_batch_killed_at_every_write_then_run_again_is_the_uninterrupted_result(
-    model_dirs, inputs, tmp_path, monkeypatch, capsys
+    model_dirs, inputs, tmp_path, monkeypatch, capsys, kill_server
 ):
     """a.jpg already holds results of other settings (2 objects: re-saved over), b.jpg is
     new; the batch is killed at each of its writes and run again."""
@@ -170,13 +220,11 @@ def test_batch_killed_at_every_write_then_run_again_is_the_uninterrupted_result(
     assert names.count("segmentation.json") == 4 and names[0] == export.PENDING_NAME
     commits = [n for n, e in enumerate(events, start=1) if e == ("write", "segmentation.json")]
 
-    script = tmp_path / "kill.py"
-    script.write_text(KILL_SCRIPT)
     capsys.readouterr()
     for n, mode in _kill_points(events):
         out = tmp_path / f"kill{n}{mode}"
         shutil.copytree(before, out)
-        _killed(script, argv + ["--out", str(out)], n, mode)
+        kill_server.kill_at(argv + ["--out", str(out)], n, mode)
         _consistent(out)
         assert main(argv + ["--out", str(out)]) == 0, (n, mode)  # the same command again
         captured = capsys.readouterr()
@@ -202,7 +250,7 @@ def test_batch_killed_at_every_write_then_run_again_is_the_uninterrupted_result(
 
 @pytest.mark.kill
 def test_video_killed_at_every_write_then_run_again_is_the_uninterrupted_result(
-    model_dirs, tmp_path, monkeypatch, capsys
+    model_dirs, tmp_path, monkeypatch, capsys, kill_server
 ):
     pytest.importorskip("av")
     clip = make_sample_video(tmp_path / "clip.mp4")
@@ -221,12 +269,10 @@ def test_video_killed_at_every_write_then_run_again_is_the_uninterrupted_result(
         "segmentation.json",
     ]  # fmt: skip  (overlay.mp4 is drawn to its temporary file, then the folder is claimed)
 
-    script = tmp_path / "kill.py"
-    script.write_text(KILL_SCRIPT)
     capsys.readouterr()
     for n, mode in _kill_points(events):
         out = tmp_path / f"kill{n}{mode}"
-        _killed(script, argv + ["--out", str(out)], n, mode)
+        kill_server.kill_at(argv + ["--out", str(out)], n, mode)
         assert main(argv + ["--out", str(out)]) == 0, (n, mode)
         captured = capsys.readouterr()
         assert _files(out) == expected, (n, mode)
