@@ -168,7 +168,7 @@ class SegmentApp:
     source: Any = None  # the File box: a path or an http(s) URL
     open_button: Any = None
     colab_upload: Any = None  # "Upload (any size)": Colab's own picker (hidden elsewhere)
-    picker: Any = None  # an Output that shows Colab's picker while it is open
+    picker: Any = None  # on Colab: an Output that shows Colab's picker while it is open
     download_button: Any = None  # on Colab: hands the zip to files.download
     on_colab: bool = False
     zip_path: Path | None = None  # on Colab: the zip the download button hands over
@@ -751,7 +751,10 @@ def build_app(
         **_tip(w.Button, "Colab's own upload: no size limit"),
     )  # fmt: skip
     big_upload.add_class("textseg-colab-upload")
-    picker = w.Output()
+    # Only on Colab, whose own frontend draws it. In the classic Notebook, widgetsnbextension
+    # 3.6.7 to 3.6.10 (what pip installs next to any ipywidgets 7; Colab has 3.6.10) cannot
+    # make an Output's model ("_deserialize_state is not a function"): the UI would not draw.
+    picker = w.Output() if on_colab else None
     download_button = w.Button(
         description="Download masks + JSON", icon="download", button_style="success",
         layout=w.Layout(width="auto", display="none"),
@@ -804,7 +807,7 @@ def build_app(
                 [upload, big_upload, source, open_button, prompt, button, clear_button],
                 layout=w.Layout(flex_flow="row wrap"),
             ),
-            picker,
+            *([picker] if picker is not None else []),
             w.HBox([box, text]),
             help_text,
             w.HBox([w.Label("Click adds"), mode, backend, w.HTML(f"<small>{_CLICK_HELP}</small>")]),

@@ -151,7 +151,16 @@ def _wait(driver, body: str, what: str, timeout: float = 60):
             "const e = document.querySelector('.textseg-status')"
             " || document.querySelector('.textseg-review-status'); return e && e.textContent"
         )
-        raise AssertionError(f"timed out waiting for {what}; status: {status!r}") from None
+        raise AssertionError(
+            f"timed out waiting for {what}; status: {status!r}{_page_errors(driver)}"
+        ) from None
+
+
+def _page_errors(driver) -> str:
+    """The browser console's errors so far (e.g. a widget model the page could not make), as
+    lines to add to a failure's message; '' when there are none."""
+    errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    return "".join(f"\n  console: {message[:300]}" for message in errors[-8:])
 
 
 def _wait_status(driver, pattern: str, timeout: float = 60, where: str = ".textseg-status") -> str:
@@ -317,6 +326,7 @@ def _served(frontend: Frontend, root: Path, name: str, ready: str, where: str = 
             "--disable-dev-shm-usage", "--window-size=1280,800", f"--user-data-dir={root / 'chrome'}",
         ):  # fmt: skip
             options.add_argument(flag)
+        options.set_capability("goog:loggingPrefs", {"browser": "SEVERE"})  # for _page_errors
         service = webdriver.ChromeService(executable_path=CHROMEDRIVER)
         driver = webdriver.Chrome(options=options, service=service)
         driver.set_page_load_timeout(90)
