@@ -8,7 +8,8 @@
 #   constraints/colab.txt; then what q2's set-up cell adds on Colab (SAM 2 with hydra-core and
 #   iopath, ipyevents, av) and this project with --no-deps, as the notebooks install it; then
 #   the test tools Colab lacks (selenium; notebook and widgetsnbextension, at Colab's pins, serve
-#   the browser test's page) and the export extra (onnx), same constraints.
+#   the browser test's page; pytest-xdist, CI's two workers) and the export extra (onnx), same
+#   constraints.
 # gpu-machine: Python 3.12 as there; torch, torchvision, transformers, timm, pytest and the
 #   machine's other packages, and nothing it lacks (no sam2, hydra, omegaconf, iopath, nbclient,
 #   ipywidgets, av); the project is not installed. benchmarks/gpu_prep.sh carries the rest.
@@ -56,9 +57,9 @@ if [ "$stack" = colab ]; then
   pip_install --no-deps -e .
   # Test tools: the browser test drives the UI in Debian's chromium through selenium, served by
   # the classic Notebook server whose widgetsnbextension draws ipywidgets 7 (Voila 0.5 cannot,
-  # Voila 0.4 needs nbclient < 0.8); both at Colab's pins. onnx for `vitcifar export` (users
-  # add it on Colab when they export).
-  pip_install notebook widgetsnbextension selenium onnx onnxscript onnxruntime
+  # Voila 0.4 needs nbclient < 0.8); both at Colab's pins. pytest-xdist runs CI's two test
+  # workers. onnx for `vitcifar export` (users add it on Colab when they export).
+  pip_install notebook widgetsnbextension selenium pytest-xdist onnx onnxscript onnxruntime
   # The classic notebook's frontends of the widgets: ipywidgets' own (widgetsnbextension), and
   # ipyevents', whose wheel ships only JupyterLab's (Colab draws both with its own frontend).
   for ext in widgetsnbextension ipyevents; do

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One of `pytest -n N`'s workers (CI runs two on two cores): one torch thread each, set
+    # before torch is imported and inherited by the processes the tests start, so the workers
+    # share the cores instead of oversubscribing them.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 import pytest
