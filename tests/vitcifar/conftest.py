@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,25 @@ class RunKit:
     class Killed(BaseException):
         """Stands for SIGKILL: not an Exception, so no ``except Exception`` in the code catches it."""
 
+    @classmethod
+    def dying_at(cls, n: int, mode: str, write: Callable) -> Callable:
+        """``write`` (``checkpoint.atomic_write``) that raises ``Killed`` at its ``n``-th call:
+        ``mode`` "mid" leaves a partial temporary file and not the new file, "after" the file."""
+        count = 0
+
+        def dying(path: Path, fn: Callable) -> None:
+            nonlocal count
+            count += 1
+            if count == n:
+                if mode == "mid":  # killed while writing: a partial temporary file stays behind
+                    (path.parent / f".{path.name}.k1ll3d.tmp").write_bytes(b"partial")
+                if mode == "after":
+                    write(path, fn)
+                raise cls.Killed(f"write {n} ({path}, {mode})")
+            write(path, fn)
+
+        return dying
+
     @staticmethod
     def cfg(**kw: Any) -> TrainConfig:
         base = dict(
@@ -175,5 +195,6 @@ class RunKit:
 
 @pytest.fixture(scope="session")
 def kit() -> type[RunKit]:
-    """``RunKit``: ``kit.Killed``, ``kit.cfg(**kw)``, ``kit.run_files(folder)``, ``kit.assert_same``."""
+    """``RunKit``: ``kit.Killed``, ``kit.dying_at``, ``kit.cfg(**kw)``, ``kit.run_files(folder)``,
+    ``kit.assert_same``."""
     return RunKit

@@ -171,21 +171,8 @@ def test_kill_at_every_write_then_the_same_call_finishes_identically(
     assert [p.name for p in calls if p.parent == done / "drive"].count("last.pt") == 2
     for n in range(1, len(calls) + 1):
         tmp = tmp_path / f"kill{n}"
-        count = 0
-
-        def dying(path, write, n=n):
-            nonlocal count
-            count += 1
-            if count == n:
-                if mode == "mid":  # a partial temporary file stays behind
-                    (path.parent / f".{path.name}.k1ll3d.tmp").write_bytes(b"partial")
-                if mode == "after":
-                    real(path, write)
-                raise kit.Killed(f"write {n} ({path}, {mode})")
-            real(path, write)
-
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(checkpoint, "atomic_write", dying)
+            mp.setattr(checkpoint, "atomic_write", kit.dying_at(n, mode, real))
             with pytest.raises(kit.Killed):
                 mirrored(tmp, epochs=4)
         mirrored(tmp, epochs=4)  # the same call again
@@ -311,14 +298,8 @@ def test_a_changed_recipe_is_refused_in_the_callers_terms(tiny_cfg, splits, tmp_
     with pytest.raises(ValueError, match=r"lr: 0.003 -> 0.1.*pass --resume .* another --out$"):
         train(tiny_cfg, splits, kit.cfg(epochs=1, lr=0.1), tmp_path, progress=False)
     with pytest.raises(ValueError) as err:
-        train(
-            tiny_cfg,
-            splits,
-            kit.cfg(epochs=1, lr=0.1),
-            tmp_path,
-            progress=False,
-            knobs=NOTEBOOK_KNOBS,
-        )
+        train(tiny_cfg, splits, kit.cfg(epochs=1, lr=0.1), tmp_path, progress=False,
+              knobs=NOTEBOOK_KNOBS)  # fmt: skip
     assert "set RESUME = True to continue it" in str(err.value)
     assert str(err.value).endswith("or choose another RUN_NAME") and "--" not in str(err.value)
 
@@ -327,14 +308,8 @@ def test_diverging_in_the_notebook_names_its_parameters(tiny_cfg, splits, tmp_pa
     from vitcifar.machine import TrainingDiverged
 
     with pytest.raises(TrainingDiverged) as err:
-        train(
-            tiny_cfg,
-            splits,
-            kit.cfg(epochs=1, lr=1e6),
-            tmp_path,
-            progress=False,
-            knobs=NOTEBOOK_KNOBS,
-        )
+        train(tiny_cfg, splits, kit.cfg(epochs=1, lr=1e6), tmp_path, progress=False,
+              knobs=NOTEBOOK_KNOBS)  # fmt: skip
     assert "lower LR" in str(err.value) and "--" not in str(err.value)
 
 

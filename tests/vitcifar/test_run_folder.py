@@ -58,21 +58,8 @@ def test_kill_at_every_write_then_the_same_call_finishes_identically(
     real = checkpoint.atomic_write
     for n in range(1, len(calls) + 1):
         folder = tmp_path / f"kill{n}"
-        count = 0
-
-        def dying(path, write, n=n):
-            nonlocal count
-            count += 1
-            if count == n:
-                if mode == "mid":  # killed while writing: a partial temporary file stays behind
-                    (path.parent / f".{path.name}.k1ll3d.tmp").write_bytes(b"partial")
-                if mode == "after":
-                    real(path, write)
-                raise kit.Killed(f"write {n} ({path.name}, {mode})")
-            real(path, write)
-
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(checkpoint, "atomic_write", dying)
+            mp.setattr(checkpoint, "atomic_write", kit.dying_at(n, mode, real))
             with pytest.raises(kit.Killed):
                 train(tiny_cfg, splits, kit.cfg(), folder, progress=False)
         train(tiny_cfg, splits, kit.cfg(), folder, progress=False)  # the same call again
