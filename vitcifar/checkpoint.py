@@ -949,7 +949,7 @@ class MirrorPolicy:
     ``max_loss_s`` until the end (the epochs left x this session's mean epoch time), the copies
     are spaced further apart, and one warning says how much a disconnect may now lose.
     benchmarks/drive_churn.py: a 300-epoch deit-tiny run replaces 1.48 GB with 9.6 min at risk
-    at 48 s an epoch (a Colab T4), and stays under 1.5 GB at 60 s (12 min) and 90 s (18 min).
+    at 48 s an epoch (a Colab T4), and 1.44 GB at 60 s (13 min at risk) and 90 s (19.5 min).
     """
 
     max_loss_s: float = 600.0  # the most training a disconnect may lose (s), budget permitting
