@@ -30,6 +30,10 @@ training, and at the end of every call, the set is copied there in this order:
 
 then the local mirror.json (what the mirror holds). On the next start the newer of the two sets
 (same run: one history is the start of the other) is the one a run continues from.
+
+The mirror's mirror.json also counts the bytes it has replaced or deleted so far (``churn``,
+across sessions): copies of last.pt are spaced so that the rest of the run fits in
+``MirrorPolicy.max_churn_bytes``, even when that means more than ``max_loss_s`` at risk.
 """
 
 from __future__ import annotations
@@ -938,15 +942,26 @@ TRAINING_ONLY = ("optimizer", "scheduler", "scaler", "rng")  # left out of the m
 class MirrorPolicy:
     """When a run folder's mirror is written (besides the end of every ``train`` call).
 
-    Sized for a 300-epoch deit-tiny run on a Colab T4 (about 48 s an epoch, 4 h): last.pt is
-    copied whenever waiting one more epoch would put more than ``max_loss_s`` of training at risk,
-    best.pt at most every ``best_every_s``; benchmarks/drive_churn.py counts the bytes this
-    replaces on Drive.
+    last.pt is copied whenever waiting one more epoch would put more than ``max_loss_s`` of
+    training at risk, best.pt at most every ``best_every_s``, and the whole run replaces or
+    deletes at most ``max_churn_bytes`` on the mirror (Google Drive keeps them in its Trash,
+    which counts against the 15 GB free quota). When the budget cannot pay for a copy every
+    ``max_loss_s`` until the end (the epochs left x this session's mean epoch time), the copies
+    are spaced further apart, and one warning says how much a disconnect may now lose.
+    benchmarks/drive_churn.py: a 300-epoch deit-tiny run replaces 1.48 GB with 9.6 min at risk
+    at 48 s an epoch (a Colab T4), and 1.44 GB at 60 s (13 min at risk) and 90 s (19.5 min).
     """
 
-    max_loss_s: float = 600.0  # the most training a disconnect may lose (s)
+    max_loss_s: float = 600.0  # the most training a disconnect may lose (s), budget permitting
     best_every_s: float = 7200.0  # best.pt (weights only) replaced at most this often (s)
+    max_churn_bytes: float = 1.5e9  # bytes replaced or deleted on the mirror over the run
     clock: Callable[[], float] = time.monotonic  # seconds; tests pass a fake one
+
+    def __post_init__(self) -> None:
+        for name in ("max_loss_s", "best_every_s", "max_churn_bytes"):
+            value = getattr(self, name)
+            if not value >= 0:  # also refuses NaN
+                raise ValueError(f"MirrorPolicy.{name} must be a number >= 0, got {value!r}")
 
 
 class Mirror:
@@ -955,15 +970,26 @@ class Mirror:
     ``restore`` picks the newer set of the two before a run starts; ``after_commit`` copies the
     set when it is due; ``sync`` copies what the mirror does not hold yet. Every write is
     ``atomic_write``, in the fixed order last.pt, best.pt, metrics.jsonl, mirror.json.
+    ``knobs`` names the settings in the budget's warning (``"max_churn_bytes"`` ->
+    ``"DRIVE_TRASH_GB"`` in the notebook); by default the ``MirrorPolicy`` fields.
     """
 
-    def __init__(self, path: str | os.PathLike, policy: MirrorPolicy | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        policy: MirrorPolicy | None = None,
+        *,
+        knobs: Callable[[str], str] | None = None,
+    ) -> None:
         self.folder = RunFolder(path)
         self.record = self.folder.path / MIRROR_RECORD
         self.policy = policy or MirrorPolicy()
+        self.knobs = knobs or (lambda name: f"MirrorPolicy.{name}")
         self.held = {"epoch": 0, "best_epoch": -1}  # the epochs of the mirror's last.pt, best.pt
         self.local = {"epoch": 0, "best_epoch": -1}  # the same for the local folder
         self.dirty = False  # the mirror misses files of the local set that a clock won't trigger
+        self.churn = 0  # bytes replaced or deleted on the mirror so far, this run (all sessions)
+        self.stretched = False  # the budget's warning was given (once per call)
         self._epoch_seconds: list[float] = []
         self._t = self._last_sync = self._last_best = 0.0
 
@@ -973,7 +999,9 @@ class Mirror:
         folders hold different runs."""
         remote = self.folder
         remote.ensure_writable()
+        removed = 0  # Drive's Trash keeps these too
         for tmp in remote.path.glob(".*.tmp"):  # left by a kill during a mirror write
+            removed += _size(tmp)
             tmp.unlink(missing_ok=True)
         r = load_checkpoint(remote.last) if remote.last.exists() else None
         mine = local.path / MIRROR_RECORD
@@ -995,7 +1023,10 @@ class Mirror:
                 )
             self.held = {"epoch": r["epoch"], "best_epoch": RunFolder._epoch_of(remote.best) or -1}
             note = _read_json(self.record)
-            complete = note == {**self.held, "metrics": metrics_text(r["history"]).count("\n")}
+            note = note if isinstance(note, dict) else {}
+            held = {**self.held, "metrics": metrics_text(r["history"]).count("\n")}
+            complete = {key: note.get(key) for key in held} == held
+            self.churn = removed + _recorded_churn(note, self.held, remote)
             if ours is None or ours["epoch"] < r["epoch"]:
                 log.info(
                     "%s: continuing from its mirror %s (epoch %d)",
@@ -1031,14 +1062,70 @@ class Mirror:
     # -- during the run
     def after_commit(self, local: RunFolder, ckpt: dict[str, Any]) -> None:
         """Called by ``RunFolder.commit`` after its writes: copy the set when a disconnect before
-        the next commit would lose more than ``max_loss_s`` (this session's mean epoch time)."""
+        the next commit would lose more than ``max_loss_s`` (this session's mean epoch time), or
+        more than the churn budget requires (``copy_every``)."""
         now = self.policy.clock()
         self._epoch_seconds.append(now - self._t)
         self._t = now
         self.local = {"epoch": ckpt["epoch"], "best_epoch": ckpt.get("best_epoch", -1)}
         mean = sum(self._epoch_seconds) / len(self._epoch_seconds)
-        if self.dirty or now - self._last_sync + mean > self.policy.max_loss_s:
+        left = max(int(ckpt["train_config"]["epochs"]) - ckpt["epoch"], 0)
+        if self.dirty or now - self._last_sync + mean > self.copy_every(local, left, mean, now):
             self.sync(local, now=now)
+
+    def copy_every(self, local: RunFolder, left: int, mean: float, now: float) -> float:
+        """The seconds at risk that make last.pt due: ``max_loss_s``, or, when copies that often
+        until the end would replace more than the churn budget left, the shortest spacing (in
+        whole epochs of ``mean`` s) whose projected churn fits; ``math.inf`` when only the final
+        copy fits, or none does (the final copy is made anyway).
+
+        The projection for the ``left`` epochs: each copy of last.pt replaces the mirror's
+        last.pt and metrics.jsonl (at the run's end size) and mirror.json, the final copy
+        included; best.pt is replaced at most every ``best_every_s`` and once at the end.
+        Until the mirror holds a last.pt, nothing is projected: its first copy replaces nothing,
+        and after it the projection knows the mirrored files' sizes.
+        """
+        p, mean = self.policy, max(mean, 1e-9)
+        plain = max(1, int(p.max_loss_s // mean))  # epochs between copies without a budget
+        remote = self.folder
+        if left == 0 or p.max_churn_bytes == math.inf or not remote.last.exists():
+            return p.max_loss_s
+        done = max(self.local["epoch"], 1)
+        metrics = _size(local.metrics) * (done + left) / done
+        last = _size(remote.last) + metrics + _size(self.record)
+        best = _size(remote.best) or _size(local.best)
+        first = self.held["best_epoch"] < 0  # the mirror has no best.pt: its first replaces none
+        due = int((left * mean + now - self._last_best) // max(p.best_every_s, 1e-9))
+        bests = due + first + 1  # the copies of best.pt: when due, the first, the final
+        since = round((now - self._last_sync) / mean)  # epochs since the last copy
+        budget = p.max_churn_bytes - self.churn
+        k = plain
+        while True:
+            start = max(k - since, 0)  # epochs from now to the next copy (0: this one)
+            copies = 1 if start >= left else (left - start) // k + 1 + ((left - start) % k > 0)
+            cost = copies * last + (min(copies, bests) - first) * best
+            if cost <= budget or copies == 1:  # one copy, the final one, is made anyway
+                break
+            k += 1
+        if k == plain:
+            return p.max_loss_s
+        if not self.stretched:  # once a call, not every epoch
+            self.stretched = True
+            knob = self.knobs("max_churn_bytes")
+            gb = _size_text(p.max_churn_bytes)
+            when = (
+                f"every {k * mean / 60:.0f} min instead of every {p.max_loss_s / 60:.0f}, so a "
+                f"disconnect may lose up to {k * mean / 60:.0f} min of training"
+                if copies > 1
+                else "only at the end of this call, so a disconnect may lose all training since "
+                "the last copy"
+            )
+            log.warning(
+                "%s: to replace at most %s there over the run (%s), last.pt is copied %s; "
+                "raise %s to copy more often",
+                remote.path, gb, knob, when, knob,
+            )  # fmt: skip
+        return (k + 0.5) * mean if copies > 1 else math.inf  # +0.5: due at k epochs, not k + 1
 
     def sync(self, local: RunFolder, *, final: bool = False, now: float | None = None) -> None:
         """Copy to the mirror what it does not hold: last.pt when behind, best.pt when changed
@@ -1051,6 +1138,7 @@ class Mirror:
         now = self.policy.clock() if now is None else now
         remote = self.folder
         if new_last:
+            self.churn += _size(remote.last)  # the replaced file (Drive's Trash keeps it)
             atomic_write(remote.last, _deflated(local.last))
         due = (
             final
@@ -1060,15 +1148,45 @@ class Mirror:
         if best > 0 and best != self.held["best_epoch"] and due and local.best.exists():
             write, epoch = _weights_only(local.best)  # its epoch: behind ``best`` after a lag
             if epoch != self.held["best_epoch"]:
+                self.churn += _size(remote.best)
                 atomic_write(remote.best, write)
                 self.held["best_epoch"] = epoch
             self._last_best = now
         history = local.metrics.read_text() if local.metrics.exists() else ""
+        self.churn += _size(remote.metrics)
         atomic_write(remote.metrics, lambda f: f.write(history.encode()))
         self.held["epoch"] = self.local["epoch"]
-        _write_json(self.record, {**self.held, "metrics": history.count("\n")})
+        self.churn += _size(self.record)
+        _write_json(self.record, {**self.held, "metrics": history.count("\n"), "churn": self.churn})
         _write_json(local.path / MIRROR_RECORD, self.held)
         self.dirty, self._last_sync = False, now
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _size_text(n: float) -> str:
+    """``n`` bytes as "1.50 GB", "3.2 MB" or "900 bytes"."""
+    if n >= 1e8:
+        return f"{n / 1e9:.2f} GB"
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n:.0f} bytes"
+
+
+def _recorded_churn(note: dict[str, Any], held: dict[str, int], remote: RunFolder) -> int:
+    """The churn that mirror.json (``note``) recorded, plus what a sync killed after its record
+    replaced since: last.pt or best.pt at another epoch than recorded (their sizes now stand for
+    the replaced ones'). A record from before the churn was counted counts from 0."""
+    churn = note.get("churn", 0)
+    churn = churn if isinstance(churn, int) and not isinstance(churn, bool) else 0
+    for key, path in (("epoch", remote.last), ("best_epoch", remote.best)):
+        recorded = note.get(key)
+        if isinstance(recorded, int) and recorded > 0 and recorded != held[key]:
+            churn += _size(path)
+    return churn
 
 
 def _same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:

@@ -43,6 +43,7 @@ NOTEBOOK_KNOBS = Knobs(
         "subset": "SUBSET",
         "val_size": "VAL_SIZE",
         "seed": "PRESET",  # the seed is the preset's
+        "max_churn_bytes": "DRIVE_TRASH_GB",
     },
     assign="{name} = {value!r}",
     turn_on="set {name} = True",

@@ -77,6 +77,7 @@ CLI_KNOBS = Knobs(
         "subset": "--subset",
         "val_size": "--val-size",
         "seed": "--seed",
+        "max_churn_bytes": "MirrorPolicy.max_churn_bytes",  # no flag: the notebook mirrors
     }
 )
 

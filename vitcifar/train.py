@@ -354,7 +354,7 @@ def train(
     if local_dir is not None:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ValueError("a mirrored run folder (local_dir) is for one process, not torchrun")
-        folder = RunFolder(local_dir, mirror=Mirror(out_dir, mirror_policy))
+        folder = RunFolder(local_dir, mirror=Mirror(out_dir, mirror_policy, knobs=knobs))
         folder.mirror.restore(folder)
     else:
         folder = RunFolder(out_dir)

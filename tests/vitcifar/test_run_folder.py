@@ -20,73 +20,13 @@ from vitcifar.checkpoint import (
     config_diff,
     load_checkpoint,
 )
-from vitcifar.data import AugmentConfig, load_splits
-from vitcifar.train import TrainConfig, train
+from vitcifar.train import train
 
 pytestmark = pytest.mark.slow
 
-TIMING = ("seconds", "train_seconds", "images_per_s")
-
-
-class Killed(BaseException):
-    """Stands for SIGKILL: not an Exception, so no ``except Exception`` in the code catches it."""
-
 
 @pytest.fixture(scope="module")
-def splits(image_folder):
-    return load_splits(str(image_folder), val_size=16, subset=64, progress=False)
-
-
-def cfg(**kw) -> TrainConfig:
-    base = dict(
-        epochs=2,
-        batch_size=16,
-        lr=3e-3,
-        warmup_frac=0.1,
-        device="cpu",
-        num_workers=0,
-        augment=AugmentConfig(randaug_ops=0),  # Mixup/CutMix stay: random draws that must resume
-    )
-    return TrainConfig(**{**base, **kw})
-
-
-def without_timing(history):
-    return [{k: v for k, v in row.items() if k not in TIMING} for row in history]
-
-
-def run_files(folder):
-    """What a finished run leaves, with the timings (which differ between runs) taken out."""
-    last, best = load_checkpoint(folder / "last.pt"), load_checkpoint(folder / "best.pt")
-    metrics = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
-    return {
-        "last_epoch": last["epoch"],
-        "best_epoch": (last["best_epoch"], best["epoch"]),
-        "last_model": last["model"],
-        "best_model": best["model"],
-        "adam": {i: s["exp_avg"] for i, s in last["optimizer"]["state"].items()},
-        "history": without_timing(last["history"]),
-        "metrics": without_timing(metrics),
-        "files": sorted(p.name for p in folder.iterdir()),
-    }
-
-
-def assert_same(a, b):
-    assert a.keys() == b.keys()
-    for key in a:
-        if (
-            isinstance(a[key], dict)
-            and a[key]
-            and isinstance(next(iter(a[key].values())), torch.Tensor)
-        ):
-            assert a[key].keys() == b[key].keys(), key
-            for k in a[key]:
-                assert torch.equal(a[key][k], b[key][k]), (key, k)
-        else:
-            assert a[key] == b[key], key
-
-
-@pytest.fixture(scope="module")
-def reference(splits, tiny_cfg_module, tmp_path_factory):
+def reference(splits, tiny_cfg, kit, tmp_path_factory):
     """An uninterrupted run, and the number of file writes it made."""
     folder = tmp_path_factory.mktemp("reference")
     calls = []
@@ -98,17 +38,8 @@ def reference(splits, tiny_cfg_module, tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(checkpoint, "atomic_write", counting)
-        train(tiny_cfg_module, splits, cfg(), folder, progress=False)
-    return run_files(folder), calls
-
-
-@pytest.fixture(scope="module")
-def tiny_cfg_module():
-    from vitcifar.model import ViTConfig
-
-    return ViTConfig(
-        patch_size=8, dim=32, depth=2, heads=2, num_classes=4, dropout=0.0, emb_dropout=0.0
-    )
+        train(tiny_cfg, splits, kit.cfg(), folder, progress=False)
+    return kit.run_files(folder), calls
 
 
 def test_reference_run_writes_last_then_best_then_metrics(reference):
@@ -121,76 +52,63 @@ def test_reference_run_writes_last_then_best_then_metrics(reference):
 @pytest.mark.parametrize("mode", ["mid", "after"])  # killed during a write, or right after it
 @pytest.mark.kill
 def test_kill_at_every_write_then_the_same_call_finishes_identically(
-    mode, reference, splits, tiny_cfg_module, tmp_path
+    mode, reference, splits, tiny_cfg, tmp_path, kit
 ):
     expected, calls = reference
     real = checkpoint.atomic_write
     for n in range(1, len(calls) + 1):
         folder = tmp_path / f"kill{n}"
-        count = 0
-
-        def dying(path, write, n=n):
-            nonlocal count
-            count += 1
-            if count == n:
-                if mode == "mid":  # killed while writing: a partial temporary file stays behind
-                    (path.parent / f".{path.name}.k1ll3d.tmp").write_bytes(b"partial")
-                if mode == "after":
-                    real(path, write)
-                raise Killed(f"write {n} ({path.name}, {mode})")
-            real(path, write)
-
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(checkpoint, "atomic_write", dying)
-            with pytest.raises(Killed):
-                train(tiny_cfg_module, splits, cfg(), folder, progress=False)
-        train(tiny_cfg_module, splits, cfg(), folder, progress=False)  # the same call again
-        got = run_files(folder)
+            mp.setattr(checkpoint, "atomic_write", kit.dying_at(n, mode, real))
+            with pytest.raises(kit.Killed):
+                train(tiny_cfg, splits, kit.cfg(), folder, progress=False)
+        train(tiny_cfg, splits, kit.cfg(), folder, progress=False)  # the same call again
+        got = kit.run_files(folder)
         assert not [p for p in folder.iterdir() if p.suffix == ".tmp"], (n, mode)
-        assert_same(got, expected)
+        kit.assert_same(got, expected)
 
 
 def test_finished_run_with_stale_files_is_repaired_by_the_same_call(
-    reference, splits, tiny_cfg_module, tmp_path, caplog
+    reference, splits, tiny_cfg, tmp_path, caplog, kit
 ):
     expected, _ = reference
     folder = tmp_path / "run"
-    train(tiny_cfg_module, splits, cfg(), folder, progress=False, stop_after=1)
+    train(tiny_cfg, splits, kit.cfg(), folder, progress=False, stop_after=1)
     epoch1 = (folder / "last.pt").read_bytes()
-    train(tiny_cfg_module, splits, cfg(), folder, progress=False)
+    train(tiny_cfg, splits, kit.cfg(), folder, progress=False)
     (folder / "best.pt").write_bytes(epoch1)  # as if killed before best.pt of epoch 2 was written
     (folder / "metrics.jsonl").write_text("")
     last = load_checkpoint(folder / "last.pt")
     with caplog.at_level(logging.INFO, logger="vitcifar.checkpoint"):
-        run = train(tiny_cfg_module, splits, cfg(), folder, progress=False)  # nothing to train
+        run = train(tiny_cfg, splits, kit.cfg(), folder, progress=False)  # nothing to train
     assert len(run.history) == 2
     metrics = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
-    assert without_timing(metrics) == expected["metrics"]
+    assert kit.without_timing(metrics) == expected["metrics"]
     if last["best_epoch"] == 2:  # best.pt was behind: re-derived from last.pt
         assert (folder / "best.pt").read_bytes() == (folder / "last.pt").read_bytes()
         assert "best.pt is behind last.pt" in caplog.text
     else:  # epoch 1 stays the best: best.pt is right as it is
         assert (folder / "best.pt").read_bytes() == epoch1
-    assert_same(run_files(folder), expected)
+    kit.assert_same(kit.run_files(folder), expected)
 
 
-def test_folder_with_another_runs_files_but_no_last_is_refused(splits, tiny_cfg_module, tmp_path):
+def test_folder_with_another_runs_files_but_no_last_is_refused(splits, tiny_cfg, tmp_path, kit):
     folder = tmp_path / "someone_else"
     folder.mkdir()
     (folder / "best.pt").write_bytes(b"their weights")
     (folder / "metrics.jsonl").write_text('{"epoch": 1}\n')
     with pytest.raises(RunFolderError, match=r"holds best.pt, metrics.jsonl but no last.pt"):
-        train(tiny_cfg_module, splits, cfg(epochs=1), folder, progress=False)
+        train(tiny_cfg, splits, kit.cfg(epochs=1), folder, progress=False)
     assert (folder / "best.pt").read_bytes() == b"their weights"
     assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "metrics.jsonl"]
 
 
-def test_out_below_a_file_is_a_clear_error(splits, tiny_cfg_module, tmp_path):
+def test_out_below_a_file_is_a_clear_error(splits, tiny_cfg, tmp_path, kit):
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(
         RunFolderError, match=r"cannot write the run folder .*file.txt/run.*choose another --out"
     ):
-        train(tiny_cfg_module, splits, cfg(epochs=1), tmp_path / "file.txt" / "run", progress=False)
+        train(tiny_cfg, splits, kit.cfg(epochs=1), tmp_path / "file.txt" / "run", progress=False)
 
 
 def test_empty_checkpoint_is_a_clear_error(tmp_path):
@@ -224,8 +142,8 @@ FORMAT_1_KEYS = {
 }
 
 
-def test_a_written_state_has_exactly_the_format_1_keys(splits, tiny_cfg_module, tmp_path):
-    train(tiny_cfg_module, splits, cfg(epochs=1, ema_decay=0.9), tmp_path / "run", progress=False)
+def test_a_written_state_has_exactly_the_format_1_keys(splits, tiny_cfg, tmp_path, kit):
+    train(tiny_cfg, splits, kit.cfg(epochs=1, ema_decay=0.9), tmp_path / "run", progress=False)
     ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
     assert set(ckpt) == FORMAT_1_KEYS and ckpt["format"] == FORMAT
     state = TrainState.from_dict(ckpt)
@@ -235,20 +153,18 @@ def test_a_written_state_has_exactly_the_format_1_keys(splits, tiny_cfg_module, 
 
 
 def test_a_checkpoint_from_before_data_runtime_and_classes_resumes_exactly(
-    splits, tiny_cfg_module, tmp_path
+    splits, tiny_cfg, tmp_path, kit
 ):
     """A last.pt without the keys added later (data, runtime, classes) continues, and ends
     where an uninterrupted run ends."""
-    train(tiny_cfg_module, splits, cfg(ema_decay=0.9), tmp_path / "straight", progress=False)
-    train(
-        tiny_cfg_module, splits, cfg(ema_decay=0.9), tmp_path / "old", progress=False, stop_after=1
-    )
+    train(tiny_cfg, splits, kit.cfg(ema_decay=0.9), tmp_path / "straight", progress=False)
+    train(tiny_cfg, splits, kit.cfg(ema_decay=0.9), tmp_path / "old", progress=False, stop_after=1)
     last = tmp_path / "old" / "last.pt"
     old = {
         k: v for k, v in load_checkpoint(last).items() if k not in ("data", "runtime", "classes")
     }
     atomic_save(old, last)
-    train(tiny_cfg_module, splits, cfg(ema_decay=0.9), tmp_path / "old", progress=False)
+    train(tiny_cfg, splits, kit.cfg(ema_decay=0.9), tmp_path / "old", progress=False)
     a = load_checkpoint(tmp_path / "straight" / "last.pt")
     b = load_checkpoint(last)
     assert b["epoch"] == 2
