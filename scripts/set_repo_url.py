@@ -55,7 +55,9 @@ def _readme_with_url(text: str, url: str) -> str:
     m = GITHUB.match(url)
     if m is None:  # badges open notebooks on GitHub only
         return text
-    return BADGE.sub(f"https://colab.research.google.com/github/{m.group(1)}/{m.group(2)}/blob/", text)
+    return BADGE.sub(
+        f"https://colab.research.google.com/github/{m.group(1)}/{m.group(2)}/blob/", text
+    )
 
 
 def planned(root: Path, url: str) -> dict[Path, str]:

@@ -284,7 +284,8 @@ def _train(args: argparse.Namespace) -> int:
         ckpt = load_checkpoint(last)
         source = ckpt.get("data", {}).get("source") or source
         model_cfg = ViTConfig.from_dict(ckpt["model_config"])
-    dist = Distributed.from_env(resolve_device(cfg.device))  # under torchrun: rank 0 downloads first, then the others read
+    # under torchrun: rank 0 downloads first, then the others read
+    dist = Distributed.from_env(resolve_device(cfg.device))
     if not dist.is_main:
         dist.barrier()
     splits = load_splits(
