@@ -1,12 +1,13 @@
 """Every textseg output folder is one consistent set of files: a real SIGKILL of
 `python -m textseg` at every write point (a fork of a warm subprocess whose textseg.export
-writer kills it during or right after the n-th write), then the same command again, gives the files of an
-uninterrupted run and no stray files; a batch re-run skips what is done and says so."""
+writer kills it during or right after the n-th write), then the same command again, gives the
+files of an uninterrupted run and no stray files; a batch re-run skips what is done and says so."""
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -27,10 +28,10 @@ FORCE = ["--box-threshold", "0", "--text-threshold", "0"]
 
 # A fork server for the killed runs: it imports the CLI's whole stack once (torch,
 # transformers, SAM 2: about 6 s), runs no torch op itself (so a fork is safe), and for each
-# request forks a child that runs the CLI with textseg.export's writer and remover counting;
-# the KILL_AT-th one sends SIGKILL to the child: while writing (the temporary file is written,
-# not renamed: "mid") or right after ("after"). A real kill: no except, no finally, no atexit
-# runs. The server answers each request with the child's wait status.
+# request [n, mode, argv, log] forks a child that runs the CLI with textseg.export's writer and
+# remover counting; the n-th one sends SIGKILL to the child: while writing (the temporary file is
+# written, not renamed: "mid") or right after ("after"). A real kill: no except, no finally, no
+# atexit runs. The server answers each request with the child's wait status.
 KILL_SERVER = r"""
 import importlib, json, os, pkgutil, signal, sys
 from contextlib import contextmanager
@@ -95,6 +96,11 @@ for line in sys.stdin:
 """
 
 
+def _tail(log: Path) -> str:
+    """The end of a killed run's output, or '' when the child never opened it."""
+    return log.read_text()[-2000:] if log.exists() else ""
+
+
 class KillServer:
     """The CLI killed at the n-th write, each time in a fresh fork of one warm process."""
 
@@ -108,16 +114,21 @@ class KillServer:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # its group: the server and a hung child, killed together
         )
         assert self.proc.stdout.readline().strip() == "ready"
 
-    def kill_at(self, argv: list[str], n: int, mode: str) -> None:
+    def kill_at(self, argv: list[str], n: int, mode: str, timeout: float = 300) -> None:
         log = self.folder / f"kill{n}{mode}.log"
         self.proc.stdin.write(json.dumps([n, mode, argv, str(log)]) + "\n")
         self.proc.stdin.flush()
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)  # one line per request
+        if not ready:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            raise AssertionError((n, mode, f"no answer in {timeout} s", _tail(log)))
         status = int(self.proc.stdout.readline())
         killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-        assert killed, (n, mode, status, log.read_text()[-2000:])
+        assert killed, (n, mode, status, _tail(log))
 
     def close(self) -> None:
         self.proc.stdin.close()

@@ -11,6 +11,7 @@ CPU offload, prompts in and per-frame masks out at the clip's size, files and JS
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -101,6 +102,23 @@ def test_sample_clip_decodes_with_a_moving_ball_and_a_box_entering_halfway(clip,
     assert all(n == 0 for n in blue[:ENTERS]) and all(n > 1000 for n in blue[ENTERS:])
     folder = make_sample_video(clip.parent / "frames")  # the same clip as PNG frames
     assert len(list(iter_frames(folder))) == FRAMES
+
+
+def test_without_pyav_frames_decode_and_a_video_file_is_one_line(tmp_path, monkeypatch):
+    """The lent GPU machine has no PyAV: a folder of frames needs none, a video file says how
+    to get it (sys.modules["av"] = None makes `import av` fail, as where it is not installed)."""
+    folder = make_sample_video(tmp_path / "frames")  # PNG frames, written without PyAV
+    (tmp_path / "clip.mp4").write_bytes(b"not decoded: PyAV is missing")
+    monkeypatch.setitem(sys.modules, "av", None)
+    assert len(list(iter_frames(folder))) == FRAMES and probe_video(folder).size == (H, W)
+    for call in (
+        lambda: list(iter_frames(tmp_path / "clip.mp4")),
+        lambda: probe_video(tmp_path / "clip.mp4"),
+        lambda: write_mp4([np.zeros((H, W, 3), np.uint8)], tmp_path / "out.mp4", fps=8),
+    ):
+        with pytest.raises(VideoLoadError, match=r"PyAV, which is not installed: pip install av"):
+            call()
+    assert not (tmp_path / "out.mp4").exists()
 
 
 # --------------------------------------------------------------------------- id rules
