@@ -184,6 +184,19 @@ def test_export_opset_outside_what_the_exporter_writes(ckpt, tmp_path, run_cli, 
         assert "wrote" not in done.stdout and not out.exists()
 
 
+def test_export_opset_below_the_attentions_is_one_line_without_the_ir_dump(
+    ckpt, tmp_path, run_cli, one_error_line
+):
+    # ONNX has scaled_dot_product_attention from opset 14: a common older choice (11, 13) once
+    # ran both exporters and printed the TorchScript-based one's IR graph, ~480 lines, on stdout.
+    pytest.importorskip("onnx")
+    out = tmp_path / "model.onnx"
+    done = run_cli("export", "--checkpoint", str(ckpt), "--opset", "13", "--out", str(out))
+    err = one_error_line(done)
+    assert "--opset 13 is outside what the installed exporter writes (14 to " in err
+    assert done.stdout == "" and not out.exists()
+
+
 def test_export_writes_the_opset_asked_for(ckpt, tmp_path):
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxscript")
