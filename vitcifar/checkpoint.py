@@ -205,6 +205,12 @@ def load_checkpoint(
             f"{path} is empty (0 bytes): it was never written completely; "
             "use RUN_DIR/best.pt or last.pt from a finished epoch"
         )
+    foreign = _not_a_torch_save_file(path)
+    if foreign:  # before torch.load, which would call a JPEG or a JSON file "unsafe objects"
+        raise CheckpointError(
+            f"{path} is not a torch checkpoint ({foreign}); "
+            "point to RUN_DIR/best.pt or RUN_DIR/last.pt"
+        )
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -227,6 +233,35 @@ def load_checkpoint(
     verify_checksum(ckpt, path)  # and takes CHECKSUM_KEY out: the dict is the TrainState's
     validate_checkpoint(ckpt, path)
     return ckpt
+
+
+def _not_a_torch_save_file(path: Path) -> str | None:
+    """What ``path`` is when it cannot be a ``torch.save`` file, in words; None when it may be.
+
+    torch.save writes a zip archive (a pickle in torch's legacy format). Anything else is
+    named here: torch.load's weights-only reader would report it as a pickle with unsafe
+    objects and suggest ``weights_only=False``. A TorchScript archive (``vitcifar export``) is a
+    zip too, told apart by its ``code/`` and ``constants.pkl`` entries.
+    """
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError):  # e.g. truncated: torch.load's message says so
+            return None
+        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            return (
+                "it is a TorchScript export, for torch.jit.load; pass the checkpoint it was "
+                "exported from"
+            )
+        return None
+    if head[:1] == b"\x80":  # a pickle's protocol opcode: torch's legacy format
+        return None
+    if path.suffix.lower() == ".onnx":
+        return "it is an ONNX export, for onnxruntime; pass the checkpoint it was exported from"
+    return "not a file that torch.save writes"
 
 
 def load_state_into(

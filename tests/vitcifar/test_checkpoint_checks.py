@@ -215,3 +215,32 @@ def test_malicious_pickle_refusal_keeps_torchs_warning_whole(
         "source." in err
     )
     assert "this must never run" not in done.stdout + done.stderr
+
+
+def test_a_file_that_is_no_checkpoint_is_named_for_what_it_is(
+    best, image_folder, tmp_path, run_cli, one_error_line
+):
+    # Realistic slips: --checkpoint given an export, a photo or the metrics. torch's weights-only
+    # reader called these "Python objects that are not allowed to be loaded safely" and advised
+    # weights_only=False; a TorchScript file also printed torch's UserWarning.
+    from PIL import Image
+
+    from vitcifar.export import export_model
+
+    files = {"model.torchscript.pt": "it is a TorchScript export, for torch.jit.load"}
+    export_model(best, tmp_path / "model.torchscript.pt", format="torchscript")
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "photo.jpg")
+    files["photo.jpg"] = "not a file that torch.save writes"
+    (tmp_path / "metrics.json").write_text('{"test_accuracy": 0.5}')
+    files["metrics.json"] = "not a file that torch.save writes"
+    (tmp_path / "model.onnx").write_bytes(b"\x08\x08\x12\x07pytorch")  # an ONNX protobuf's start
+    files["model.onnx"] = "it is an ONNX export, for onnxruntime"
+    for name, what in files.items():
+        path = tmp_path / name
+        with pytest.raises(CheckpointError) as caught:
+            load_checkpoint(path)
+        assert str(caught.value).startswith(f"{path} is not a torch checkpoint ({what}")
+        assert "weights_only" not in str(caught.value)
+    done = run_cli(*evaluate_args(tmp_path / "model.torchscript.pt", image_folder, tmp_path))
+    err = one_error_line(done)  # torch's UserWarning about TorchScript no longer comes first
+    assert "is not a torch checkpoint (it is a TorchScript export" in err
