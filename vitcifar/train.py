@@ -445,7 +445,10 @@ def train(
             )
         start_epoch, best, history = state.epoch, state.best, state.history
         set_rng_state(state.rng)
-        log.info("resuming %s at epoch %d of %d", folder.path, start_epoch + 1, cfg.epochs)
+        if start_epoch < cfg.epochs:
+            log.info("resuming %s at epoch %d of %d", folder.path, start_epoch + 1, cfg.epochs)
+        else:  # a finished run called again (e.g. Run all after the end): nothing to train
+            log.info("%s is complete (%d of %d epochs)", folder.path, start_epoch, cfg.epochs)
     step = Stepper(
         model,
         opt,

@@ -68,6 +68,18 @@ def test_resume_is_exact(splits, tiny_cfg, tmp_path):
     assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
 
 
+def test_a_finished_run_called_again_says_it_is_complete(splits, tiny_cfg, tmp_path, caplog):
+    # Run all again after the last epoch: it once said "resuming ... at epoch 2 of 1"
+    cfg = quick_cfg(epochs=1)
+    train(tiny_cfg, splits, cfg, tmp_path / "run", progress=False)
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    with caplog.at_level("INFO", logger="vitcifar"):
+        again = train(tiny_cfg, splits, cfg, tmp_path / "run", progress=False)
+    assert f"{tmp_path / 'run'} is complete (1 of 1 epochs)" in caplog.text
+    assert "resuming" not in caplog.text and "epoch 2 of 1" not in caplog.text
+    assert len(again.history) == 1 and (tmp_path / "run" / "last.pt").read_bytes() == before
+
+
 def test_other_settings_never_overwrite_a_run(splits, tiny_cfg, tmp_path):
     cfg = quick_cfg(epochs=1)
     train(tiny_cfg, splits, cfg, tmp_path / "run", progress=False)
