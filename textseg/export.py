@@ -708,6 +708,7 @@ def save_video(
 
 ANNOTATIONS_NAME = "annotations.json"
 DATA_YAML_NAME = "data.yaml"
+YOLO_FILES_NAME = ".textseg-yolo-files.json"  # what write_yolo wrote: the only files it removes
 SEGMENTATION_KINDS = ("rle", "polygon")  # what COCO's "segmentation" holds
 
 
@@ -943,13 +944,11 @@ def _place_image(source: Path, target: Path) -> None:
             shutil.copyfile(source, tmp)
 
 
-def write_yolo(out: Path, data: LabelledSet, *, segmentation: str = "rle") -> Path:
-    """The data set in ultralytics' YOLO-seg layout: out/images/<file> (hard links to the
-    images, copies where links cannot be made), out/labels/<file stem>.txt (one line per
-    object, `yolo_line`; empty for an image with no object) and out/data.yaml (path, train
-    and val set to images/, names by class index). `segmentation` is COCO's and unused."""
-    root = Path(out)
+def _yolo_places(root: Path, data: LabelledSet) -> list[tuple[Path, Path]]:
+    """(its label file, its image's place) for every image, in order; one pass over the
+    images' names, so memory stays flat."""
     names: dict[Path, str] = {}
+    out = []
     for image in data.images():
         rel = Path(*image.file.split("/"))
         label = root / "labels" / rel.with_suffix(".txt")
@@ -959,12 +958,58 @@ def write_yolo(out: Path, data: LabelledSet, *, segmentation: str = "rle") -> Pa
                 "names labels by the image's name without its suffix; rename one"
             )
         names[label] = image.file
-        target = root / "images" / rel
+        out.append((label, root / "images" / rel))
+    return out
+
+
+def _remove_stale(root: Path, stale: set[str]) -> None:
+    """Remove these files (relative to root), and the folders under images/ and labels/
+    that they leave empty. Only paths under images/ and labels/ are taken from the list."""
+    for rel in sorted(stale):
+        parts = Path(rel).parts
+        if len(parts) < 2 or parts[0] not in ("images", "labels") or ".." in parts:
+            continue
+        path = root / rel
+        path.unlink(missing_ok=True)
+        for folder in path.parents:
+            if folder in (root, root / "images", root / "labels") or root not in folder.parents:
+                break
+            try:
+                folder.rmdir()
+            except OSError:  # not empty
+                break
+
+
+def write_yolo(out: Path, data: LabelledSet, *, segmentation: str = "rle") -> Path:
+    """The data set in ultralytics' YOLO-seg layout: out/images/<file> (hard links to the
+    images, copies where links cannot be made), out/labels/<file stem>.txt (one line per
+    object, `yolo_line`; empty for an image with no object) and out/data.yaml (path, train
+    and val set to images/, names by class index). `segmentation` is COCO's and unused.
+
+    The files it wrote are listed in out/YOLO_FILES_NAME, so that an image gone from the
+    data set since (deleted from the folder, now unreadable) loses its image and labels
+    here too; nothing else in out is ever removed. The list is widened before any file is
+    written and narrowed after the stale ones are gone, so a kill leaves none unlisted."""
+    root = Path(out)
+    listing = root / YOLO_FILES_NAME
+    try:
+        before = set(json.loads(listing.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        before = set()
+    places = _yolo_places(root, data)
+    files = {p.relative_to(root).as_posix() for place in places for p in place}
+    listed = before | files
+    if listed != before:
+        write_json_atomic(listing, sorted(listed))
+    for image, (label, target) in zip(data.images(), places):
         label.parent.mkdir(parents=True, exist_ok=True)
         target.parent.mkdir(parents=True, exist_ok=True)
         _place_image(image.path, target)
         lines = [yolo_line(o, height=image.height, width=image.width) for o in image.objects]
         _write_if_changed(label, "".join(line + "\n" for line in lines))
+    if listed != files:
+        _remove_stale(root, listed - files)
+        write_json_atomic(listing, sorted(files))
     yaml = [
         "# YOLO-seg data set written by textseg label: train and val are the same images",
         f"path: {json.dumps(str(root.resolve()))}",
