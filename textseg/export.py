@@ -708,6 +708,7 @@ def save_video(
 
 ANNOTATIONS_NAME = "annotations.json"
 DATA_YAML_NAME = "data.yaml"
+YOLO_FILES_NAME = ".textseg-yolo-files.json"  # what write_yolo wrote: the only files it removes
 SEGMENTATION_KINDS = ("rle", "polygon")  # what COCO's "segmentation" holds
 
 
@@ -794,29 +795,59 @@ def mask_polygons(mask: np.ndarray) -> tuple[list[np.ndarray], bool]:
     return [ring for _, ring in outer], holes
 
 
-def _inside(point: np.ndarray, ring: np.ndarray) -> bool:
-    """Whether `point` (x, y) lies inside the closed `ring` (K, 2) (ray casting)."""
-    x, y = point
+def _inside(points: np.ndarray, ring: np.ndarray) -> np.ndarray:
+    """Which of `points` (N, 2) (x, y) lie inside the closed `ring` (K, 2) (ray casting);
+    (N,) bool, in blocks of points so that memory stays near a few MB."""
     xs, ys = ring[:, 0], ring[:, 1]
     xn, yn = np.roll(xs, -1), np.roll(ys, -1)
-    crosses = (ys > y) != (yn > y)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        at = xs + (y - ys) * (xn - xs) / (yn - ys)
-    return bool(np.count_nonzero(crosses & (x < at)) % 2)
+    out = np.zeros(len(points), bool)
+    step = max(1, 500_000 // max(1, len(ring)))
+    for start in range(0, len(points), step):
+        x, y = points[start : start + step, :1], points[start : start + step, 1:]  # (n, 1)
+        crosses = (ys > y) != (yn > y)  # (n, K)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            at = xs + (y - ys) * (xn - xs) / (yn - ys)
+        out[start : start + step] = np.count_nonzero(crosses & (x < at), axis=1) % 2 == 1
+    return out
 
 
 def _joined(rings: list[np.ndarray]) -> np.ndarray:
     """One outline through every ring (largest first): each next ring is reached along a
     zero-width seam from the nearest point of the outline so far, walked round, and left
     the same way. A ring inside another (an island in a hole) is left out: the outline
-    around it fills it already, and walking it too would cut it out again."""
-    kept = [r for i, r in enumerate(rings) if not any(_inside(r[0], o) for o in rings[:i])]
-    merged = kept[0]
-    for ring in kept[1:]:
-        gap = ((merged[:, None, :] - ring[None, :, :]) ** 2).sum(-1)
-        i, j = np.unravel_index(int(gap.argmin()), gap.shape)
-        loop = np.concatenate([np.roll(ring, -j, axis=0), ring[j : j + 1]])
-        merged = np.concatenate([merged[: i + 1], loop, merged[i:]])
+    around it fills it already, and walking it too would cut it out again.
+
+    The nearest point comes from a k-d tree per ring walked so far, not from all pairs of
+    points: a speckled mask of a phone photo has hundreds of rings and 10^5 points, where
+    the pairs took minutes and gigabytes."""
+    from scipy.spatial import cKDTree  # scipy: a dependency of scikit-learn
+
+    firsts = np.array([r[0] for r in rings])
+    nested = np.zeros(len(rings), bool)
+    for i, outer in enumerate(rings[:-1]):
+        nested[i + 1 :] |= _inside(firsts[i + 1 :], outer)
+    kept = [r for r, inner in zip(rings, nested) if not inner]
+    lo, hi = np.array([r.min(0) for r in kept]), np.array([r.max(0) for r in kept])
+    starts = np.cumsum([0, *(len(r) for r in kept)])  # each ring's first point id
+    trees = [cKDTree(r) for r in kept]
+    merged, ids = kept[0], np.arange(len(kept[0]))  # ids: which point of `kept` each is
+    for k in range(1, len(kept)):
+        ring = kept[k]
+        gap = np.maximum(0.0, np.maximum(lo[:k] - hi[k], lo[k] - hi[:k]))  # between boxes
+        bound = np.hypot(gap[:, 0], gap[:, 1])  # no point of ring r is nearer than bound[r]
+        best = (np.inf, 0, 0)  # (distance, id of the outline's point, index in ring)
+        for r in np.argsort(bound, kind="stable"):
+            if bound[r] >= best[0]:
+                break
+            dist, nearest = trees[r].query(ring, distance_upper_bound=best[0])
+            j = int(dist.argmin())
+            if dist[j] < best[0]:
+                best = (float(dist[j]), int(starts[r] + nearest[j]), j)
+        _, point, j = best
+        i = int(np.flatnonzero(ids == point)[0])
+        order = np.concatenate([np.roll(np.arange(len(ring)), -j), [j]])
+        merged = np.concatenate([merged[: i + 1], ring[order], merged[i:]])
+        ids = np.concatenate([ids[: i + 1], starts[k] + order, ids[i:]])
     return merged
 
 
@@ -913,13 +944,11 @@ def _place_image(source: Path, target: Path) -> None:
             shutil.copyfile(source, tmp)
 
 
-def write_yolo(out: Path, data: LabelledSet, *, segmentation: str = "rle") -> Path:
-    """The data set in ultralytics' YOLO-seg layout: out/images/<file> (hard links to the
-    images, copies where links cannot be made), out/labels/<file stem>.txt (one line per
-    object, `yolo_line`; empty for an image with no object) and out/data.yaml (path, train
-    and val set to images/, names by class index). `segmentation` is COCO's and unused."""
-    root = Path(out)
+def _yolo_places(root: Path, data: LabelledSet) -> list[tuple[Path, Path]]:
+    """(its label file, its image's place) for every image, in order; one pass over the
+    images' names, so memory stays flat."""
     names: dict[Path, str] = {}
+    out = []
     for image in data.images():
         rel = Path(*image.file.split("/"))
         label = root / "labels" / rel.with_suffix(".txt")
@@ -929,12 +958,58 @@ def write_yolo(out: Path, data: LabelledSet, *, segmentation: str = "rle") -> Pa
                 "names labels by the image's name without its suffix; rename one"
             )
         names[label] = image.file
-        target = root / "images" / rel
+        out.append((label, root / "images" / rel))
+    return out
+
+
+def _remove_stale(root: Path, stale: set[str]) -> None:
+    """Remove these files (relative to root), and the folders under images/ and labels/
+    that they leave empty. Only paths under images/ and labels/ are taken from the list."""
+    for rel in sorted(stale):
+        parts = Path(rel).parts
+        if len(parts) < 2 or parts[0] not in ("images", "labels") or ".." in parts:
+            continue
+        path = root / rel
+        path.unlink(missing_ok=True)
+        for folder in path.parents:
+            if folder in (root, root / "images", root / "labels") or root not in folder.parents:
+                break
+            try:
+                folder.rmdir()
+            except OSError:  # not empty
+                break
+
+
+def write_yolo(out: Path, data: LabelledSet, *, segmentation: str = "rle") -> Path:
+    """The data set in ultralytics' YOLO-seg layout: out/images/<file> (hard links to the
+    images, copies where links cannot be made), out/labels/<file stem>.txt (one line per
+    object, `yolo_line`; empty for an image with no object) and out/data.yaml (path, train
+    and val set to images/, names by class index). `segmentation` is COCO's and unused.
+
+    The files it wrote are listed in out/YOLO_FILES_NAME, so that an image gone from the
+    data set since (deleted from the folder, now unreadable) loses its image and labels
+    here too; nothing else in out is ever removed. The list is widened before any file is
+    written and narrowed after the stale ones are gone, so a kill leaves none unlisted."""
+    root = Path(out)
+    listing = root / YOLO_FILES_NAME
+    try:
+        before = set(json.loads(listing.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        before = set()
+    places = _yolo_places(root, data)
+    files = {p.relative_to(root).as_posix() for place in places for p in place}
+    listed = before | files
+    if listed != before:
+        write_json_atomic(listing, sorted(listed))
+    for image, (label, target) in zip(data.images(), places):
         label.parent.mkdir(parents=True, exist_ok=True)
         target.parent.mkdir(parents=True, exist_ok=True)
         _place_image(image.path, target)
         lines = [yolo_line(o, height=image.height, width=image.width) for o in image.objects]
         _write_if_changed(label, "".join(line + "\n" for line in lines))
+    if listed != files:
+        _remove_stale(root, listed - files)
+        write_json_atomic(listing, sorted(files))
     yaml = [
         "# YOLO-seg data set written by textseg label: train and val are the same images",
         f"path: {json.dumps(str(root.resolve()))}",

@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from textseg.draw import color_for
-from textseg.errors import TextsegError
+from textseg.errors import ImageLoadError, TextsegError
 from textseg.export import atomic_path, mask_to_rle, rle_to_mask
+from textseg.images import load_image
 from textseg.review_log import (
     DataSet,
     ReviewItem,
@@ -150,14 +151,13 @@ def _pages(n: int) -> int:
 
 
 def _picture(app: ReviewApp, file: str) -> Image.Image | None:
-    from PIL import Image, ImageOps
-
+    """The image as `textseg label` segmented it (textseg.load_image: upright, alpha on
+    white, 16-bit scaled), so masks and picture agree; None when it cannot be read."""
     if app.data.folder is None:
         return None
     try:
-        with Image.open(app.data.folder / file) as im:
-            return ImageOps.exif_transpose(im).convert("RGB")
-    except OSError:
+        return load_image(app.data.folder / file)
+    except ImageLoadError:
         return None
 
 

@@ -5,6 +5,7 @@ pycocotools; on a data set labelled by tiny random models (textseg.testing)."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -141,6 +142,34 @@ def test_no_object_here_rejects_every_object_of_the_image(dataset):
     coco = json.loads((dataset / "reviewed" / "annotations.json").read_text())
     assert summary.rejected == len(of_image) and coco["annotations"] == []
     assert [i["file_name"] for i in coco["images"]] == [image]
+
+
+def test_the_review_shows_each_image_as_it_was_segmented(text_segmenter, tmp_path):
+    """A 16-bit PNG and a transparent one: the picture the review tints and crops is the one
+    `textseg label` segmented (textseg.load_image), so the masks sit on what they were made
+    from. PIL's own RGB conversion shows the 16-bit image all white, the transparency black."""
+    from PIL import Image
+
+    from textseg import load_image
+    from textseg.review import _picture, thumbnail
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    ramp = np.linspace(0, 65535, 64 * 80).reshape(64, 80).astype(np.uint16)
+    Image.fromarray(ramp).save(photos / "depth16.png")  # PIL mode I;16
+    rgba = np.asarray(load_image(make_sample_image(photos / "a.png", height=64, width=80)))
+    alpha = np.full((64, 80, 1), 255, np.uint8)
+    alpha[:32] = 0  # the top half transparent
+    Image.fromarray(np.concatenate([rgba, alpha], axis=2), "RGBA").save(photos / "alpha.png")
+    out = tmp_path / "dataset"
+    label_dataset(text_segmenter, photos, PROMPT, out=out, progress=False, model="tiny", **FORCE)
+    app = build_review(out, user="ana")
+    for name in ("depth16.png", "alpha.png"):
+        shown = np.asarray(_picture(app, name))
+        assert np.array_equal(shown, np.asarray(load_image(photos / name))), name
+    item = next(it for it in app.data.items if it.image == "depth16.png")
+    thumb = np.asarray(Image.open(io.BytesIO(thumbnail(app, item))))
+    assert thumb.std() > 10  # a ramp under its mask, not a white square
 
 
 def test_keys_accept_reject_and_move(dataset):
