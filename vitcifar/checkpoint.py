@@ -49,6 +49,7 @@ import os
 import pickle
 import random
 import re
+import secrets
 import shutil
 import tempfile
 import time
@@ -120,7 +121,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     temporary file left by a kill is removed by ``RunFolder.reconcile``.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -134,6 +135,21 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
             raise failure from err
         raise
     _fsync_dir(path.parent)
+
+
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """A new, empty ``.<name>.<random>.tmp`` beside ``path``, opened for writing.
+
+    Made with mode 0o666 less the umask, as ``open()`` makes files: ``tempfile.mkstemp`` makes
+    them 0o600, and ``os.replace`` keeps that, so no other user of a shared machine could read
+    a checkpoint or an exported model.
+    """
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(tmp)
+        except FileExistsError:
+            continue
 
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)

@@ -128,7 +128,9 @@ def _list_class_folders(split_dir: Path) -> dict[str, list[Path]]:
         c: sorted(
             p
             for p in (split_dir / c).iterdir()
-            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            # a hidden file is none of the data set's: macOS's "._name.jpg" resource forks
+            # (in zips made on a Mac) are no images, and predict skips them too
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
         )
         for c in classes
     }

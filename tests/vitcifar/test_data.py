@@ -79,6 +79,20 @@ def test_corrupt_image_is_named(folder_copy):
         load_splits(str(folder_copy), val_size=8, progress=False)
 
 
+def test_macos_resource_forks_in_a_zip_made_on_a_mac_are_not_images(image_folder, folder_copy):
+    """A zip made on a Mac holds "._name.png" beside each image (AppleDouble metadata, no
+    image): they are skipped as hidden files, as predict skips them; they failed the run."""
+    for png in list((folder_copy / "train").rglob("*.png")) + list(
+        (folder_copy / "test").rglob("*.png")
+    ):
+        (png.parent / f"._{png.name}").write_bytes(b"\x00\x05\x16\x07Mac OS X        ")
+    s = load_splits(str(folder_copy), val_size=8, subset=20, progress=False)
+    plain = load_splits(str(image_folder), val_size=8, subset=20, progress=False)
+    assert len(s.test) == len(plain.test) == 64
+    assert torch.equal(s.train.images, plain.train.images)
+    assert torch.equal(s.test.images, plain.test.images)
+
+
 def test_val_size_too_large(image_folder):
     with pytest.raises(DataError, match="leaves no training images"):
         load_splits(str(image_folder), val_size=10_000, progress=False)

@@ -5,6 +5,7 @@ partial file under a final name, and the same call again ends with the uninterru
 from __future__ import annotations
 
 import json
+import os
 import re
 import warnings
 
@@ -196,3 +197,23 @@ def test_export_killed_at_every_point_leaves_no_file_or_the_whole_one(fmt, best,
         assert final_files(out) == [name], point
         assert read_metadata(out / name) == expected_meta
         np.testing.assert_allclose(logits_of(out / name, fmt, x), expected_logits, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- file modes
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_written_files_follow_the_umask_as_open_does(umask, mode, best, tmp_path):
+    """A checkpoint, a run's files and an export get 0o666 less the umask, as files made by
+    open() do: written through tempfile.mkstemp they were 0o600 whatever the umask, so another
+    user of a shared machine (a model server) could not read an exported model."""
+    old = os.umask(umask)
+    try:
+        checkpoint.atomic_save({"x": torch.zeros(2)}, tmp_path / "state.pt")
+        export_model(best, tmp_path / "model.pt", format="torchscript")
+        checkpoint.atomic_write(tmp_path / "notes.txt", lambda f: f.write(b"hi"))
+    finally:
+        os.umask(old)
+    for name in ("state.pt", "model.pt", "notes.txt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "notes.txt", "state.pt"]
