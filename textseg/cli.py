@@ -320,8 +320,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 1 images skipped / models failed, 2 usage)."""
+    """Run the CLI; returns the exit status (0 ok, 1 images skipped / models failed, 2 usage,
+    130 interrupted by Ctrl-C)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # every file written is whole (atomic writes): no traceback
+        again = "resumes where it stopped" if argv[:1] == ["label"] else "runs it again"
+        print(f"textseg: interrupted (Ctrl-C); the same command again {again}", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str]) -> int:
     if argv[:1] == ["label"]:  # python -m textseg label FOLDER ... (a data set)
         return label_main(argv[1:])
     if argv[:1] == ["export"]:  # python -m textseg export DATASET --reviewed-only

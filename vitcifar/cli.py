@@ -424,6 +424,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return _run_locked(args)
+    except KeyboardInterrupt:  # Ctrl-C: every file is whole (atomic writes), so no traceback
+        again = "resumes from the last finished epoch" if args.command == "train" else "redoes it"
+        print(f"vitcifar: interrupted (Ctrl-C); the same command again {again}", file=sys.stderr)
+        return 130
     except (DataError, CheckpointError, ValueError, FileNotFoundError) as err:
         print(f"vitcifar: error: {err}", file=sys.stderr)
         return 2

@@ -604,3 +604,33 @@ def test_two_gloo_processes_equal_one_and_a_killed_pair_resumes_in_one(model_dir
     )
     assert done.returncode == 1, done.stderr
     assert dataset_files(killed) == expected
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_one_line_with_status_130_and_the_same_command_resumes(model_dirs, tmp_path):
+    """A real SIGINT (Ctrl-C) mid-run: one line, status 130, no traceback; the same command
+    again labels the rest. SIGINT is reset to its default in the child, so that Python
+    installs its Ctrl-C handler even where CI starts this process with SIGINT ignored."""
+    photos = write_folder(tmp_path / "photos", good=12, odd=False)
+    out = tmp_path / "out"
+    command = _cli(model_dirs, photos, out, nproc=None)
+    run = subprocess.Popen(
+        command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    records = out / STATE_DIR / "records"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and run.poll() is None and not any(records.glob("*.json")):
+        time.sleep(0.02)
+    assert run.poll() is None, run.communicate()
+    run.send_signal(signal.SIGINT)
+    stdout, stderr = run.communicate(timeout=300)
+    assert run.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "textseg: interrupted (Ctrl-C); the same command again resumes where it stopped"
+    )
+    assert 1 <= len(list(records.glob("*.json"))) < 12 and not (out / "annotations.json").exists()
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads((out / "annotations.json").read_text())["images"]) == 12

@@ -146,3 +146,47 @@ def test_help_documents_every_option(capsys):
         "--loader",
     ):
         assert opt in text
+
+
+def _interrupted(command: list[str], started, env=None) -> subprocess.CompletedProcess:
+    """Run ``command``, press Ctrl-C (a real SIGINT) once ``started()`` is true, wait for it.
+    SIGINT is reset to its default in the child, so that Python installs its Ctrl-C handler
+    even where CI starts this process with SIGINT ignored."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 240
+    while not started() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, f"finished before Ctrl-C: {proc.communicate()}"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=240)
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+
+def test_ctrl_c_during_training_is_one_line_and_the_same_command_resumes(
+    image_folder, tmp_path, tiny_train_args
+):
+    out = tmp_path / "run"
+    args = tiny_train_args(image_folder, out, "--epochs", "5", "--no-eval")
+    done = _interrupted(
+        [sys.executable, "-m", "vitcifar", *args], lambda: (out / "metrics.jsonl").exists()
+    )
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip() == (
+        "vitcifar: interrupted (Ctrl-C); the same command again resumes from the last "
+        "finished epoch"
+    )
+    epochs = len((out / "metrics.jsonl").read_text().splitlines())
+    assert 1 <= epochs < 5
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 5
