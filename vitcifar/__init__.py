@@ -1,6 +1,6 @@
 """vitcifar: train a Vision Transformer from scratch on CIFAR-10, fast.
 
-from vitcifar import load_splits, config_for_preset, train, evaluate
+from vitcifar import load_splits, config_for_preset, train, evaluate, predict, export_model
 splits = load_splits("cifar10", subset=5000)
 model_cfg, cfg = config_for_preset("vit-fast", epochs=30)
 run = train(model_cfg, splits, cfg, "runs/demo")

@@ -153,7 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--no-eval", action="store_true", help="skip the final test-set evaluation of best.pt"
     )
-    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars or per-epoch lines: warnings and errors only",
+    )
 
     e = sub.add_parser(
         "evaluate", help="evaluate a checkpoint on the test set; writes figures and metrics.json"

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitcifar.checkpoint import (
+    CheckpointError,
     Mirror,
     MirrorPolicy,
     RunFolder,
@@ -360,7 +361,16 @@ def train(
         folder = RunFolder(out_dir)
     saved, state = None, None  # last.pt as read, and as a TrainState
     if folder.last.exists():
-        saved = load_checkpoint(folder.last)
+        try:
+            saved = load_checkpoint(folder.last)
+        except CheckpointError as err:  # damaged outside our writes (a disk, a sync, a hand)
+            best_pt = folder.path / "best.pt"
+            way = (
+                f"copy {best_pt} over last.pt to go on from its epoch, or "
+                if best_pt.exists()
+                else ""
+            )
+            raise CheckpointError(f"{err}; {way}choose another {knobs('out')}") from err
         state = TrainState.from_dict(saved, folder.last)
         stored_model, stored_cfg = stored_configs(state, folder.last)
         if resume:

@@ -1,6 +1,7 @@
 """End-to-end training on a tiny model and a generated data set (CPU, seconds)."""
 
 import os
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -78,6 +79,24 @@ def test_a_finished_run_called_again_says_it_is_complete(splits, tiny_cfg, tmp_p
     assert f"{tmp_path / 'run'} is complete (1 of 1 epochs)" in caplog.text
     assert "resuming" not in caplog.text and "epoch 2 of 1" not in caplog.text
     assert len(again.history) == 1 and (tmp_path / "run" / "last.pt").read_bytes() == before
+
+
+def test_a_damaged_last_pt_says_how_to_go_on_and_the_advice_works(splits, tiny_cfg, tmp_path):
+    # damaged outside our atomic writes (a disk, a sync tool): the error once only said
+    # "use RUN_DIR/best.pt", which training cannot be pointed at
+    cfg = quick_cfg(epochs=3)
+    run = tmp_path / "run"
+    train(tiny_cfg, splits, cfg, run, progress=False, stop_after=2)
+    last = run / "last.pt"
+    data = bytearray(last.read_bytes())
+    last.write_bytes(bytes(data[: len(data) // 2]))  # cut in half
+    with pytest.raises(
+        CheckpointError, match=r"copy .*best\.pt over last\.pt .* choose another --out"
+    ):
+        train(tiny_cfg, splits, cfg, run, progress=False)
+    shutil.copyfile(run / "best.pt", last)  # the advice
+    done = train(tiny_cfg, splits, cfg, run, progress=False)
+    assert len(done.history) == 3
 
 
 def test_other_settings_never_overwrite_a_run(splits, tiny_cfg, tmp_path):
