@@ -607,6 +607,7 @@ def test_two_gloo_processes_equal_one_and_a_killed_pair_resumes_in_one(model_dir
 
 
 @pytest.mark.slow
+@pytest.mark.kill  # a real signal to our own process handling: stack (a) runs it
 def test_ctrl_c_is_one_line_with_status_130_and_the_same_command_resumes(model_dirs, tmp_path):
     """A real SIGINT (Ctrl-C) mid-run: one line, status 130, no traceback; the same command
     again labels the rest. SIGINT is reset to its default in the child, so that Python

@@ -172,6 +172,7 @@ def _interrupted(command: list[str], started, env=None) -> subprocess.CompletedP
     return subprocess.CompletedProcess(command, proc.returncode, out, err)
 
 
+@pytest.mark.kill  # a real signal to our own process handling: stack (a) runs it
 def test_ctrl_c_during_training_is_one_line_and_the_same_command_resumes(
     image_folder, tmp_path, tiny_train_args
 ):
