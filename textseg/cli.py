@@ -773,7 +773,14 @@ def build_export_parser() -> argparse.ArgumentParser:
         "--reviewed-only", action="store_true", help="keep only what the review accepted or added"
     )
     p.add_argument("--out", type=Path, default=None, help="where to write (DATASET/reviewed)")
-    p.add_argument("--format", nargs="+", choices=list(DATASET_FORMATS), default=None)
+    p.add_argument(
+        "--format",
+        nargs="+",
+        action="extend",  # `--format coco yolo` and label's `--format coco --format yolo`
+        choices=list(DATASET_FORMATS),
+        default=None,
+        help="coco (annotations.json, the default) and/or yolo: `--format coco yolo`",
+    )
     p.add_argument("--segmentation", choices=list(SEGMENTATION_KINDS), default="rle")
     p.add_argument("--reviews", nargs="+", type=Path, default=None, help="decision files to merge")
     p.add_argument("--on-conflict", choices=["stop", "latest"], default="stop")

@@ -156,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--quiet",
         action="store_true",
-        help="no progress bars or per-epoch lines: warnings and errors only",
+        help="no progress bars or per-epoch lines, and no INFO logs: the data, best-epoch and "
+        "evaluation summary lines stay, with warnings and errors",
     )
 
     e = sub.add_parser(

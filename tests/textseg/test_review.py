@@ -247,6 +247,20 @@ def test_cli_export_reviewed_only_coco_and_yolo(dataset, capsys):
     assert "the data set itself" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "spelling", [["--format", "coco", "yolo"], ["--format", "coco", "--format", "yolo"]]
+)
+def test_cli_export_takes_both_spellings_of_two_formats(dataset, spelling, capsys):
+    """`--format coco yolo` and `--format coco --format yolo` (textseg label's spelling) both
+    write both formats: the second spelling used to keep only the last, silently."""
+    build_review(dataset, user="ana").cards[0].accept.click()
+    out = dataset.parent / "export"
+    assert main(["export", str(dataset), "--reviewed-only", *spelling, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert (out / "annotations.json").is_file(), printed
+    assert (out / "data.yaml").is_file(), printed
+
+
 def test_pages_load_lazily_and_thumbnails_are_cached(dataset, monkeypatch):
     import textseg.review as review
 
