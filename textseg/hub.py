@@ -54,6 +54,7 @@ def load_error(what: str, spec: str, err: BaseException, hint: str) -> ModelLoad
     """The one-line ModelLoadError for a model that failed to load: the error's first line,
     then what to pass instead (`hint`)."""
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    first = first.rstrip(" .")  # "...is on." + ". Pass..." read "is on.. Pass..."
     return ModelLoadError(f"could not load {what} {spec!r}: {first}. {hint}")
 
 

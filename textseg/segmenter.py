@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from textseg.errors import ModelLoadError
+from textseg.hub import load_error
 
 if TYPE_CHECKING:
     from textseg.device import Runtime
@@ -473,5 +474,4 @@ def _check_prompts(
 
 
 def _wrap(spec: str, err: BaseException) -> ModelLoadError:
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return ModelLoadError(f"could not load SAM 2 {spec!r}: {first}. {_SAM2_HINT}")
+    return load_error("SAM 2", spec, err, _SAM2_HINT)

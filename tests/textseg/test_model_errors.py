@@ -91,3 +91,28 @@ def test_cli_accepts_the_sam2_config_name_its_hint_suggests(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no such file" not in err
     assert "does not fit its config" in err and "keys of another shape (" in err
+
+
+@pytest.mark.parametrize(
+    "load, spec",
+    [
+        (GroundingDinoDetector, "nobody-here/no-such-model"),
+        (Sam2Segmenter, "facebook/sam2.1-hiera-tiny"),
+    ],
+)
+def test_a_hub_id_that_cannot_be_fetched_is_one_sentence_then_the_hint(
+    load, spec, runtime, tmp_path, monkeypatch
+):
+    """The hub's own message ends in a full stop, and ours adds the hint after one: it read
+    "...couldn't find them in the cached files.. Pass a hub id...". Offline, with an empty
+    cache (offline by the hub's own switch: unswitched, its retries take minutes here)."""
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ModelLoadError) as info:
+        load.from_pretrained(spec, runtime=runtime)
+    message = str(info.value)
+    assert "could not load" in message and repr(spec) in message and ". Pass " in message
+    assert ".." not in message.replace("...", "")
+    assert "\n" not in message
