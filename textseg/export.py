@@ -89,6 +89,7 @@ __all__ = [
     "mask_polygons",
     "mask_to_rle",
     "output_dir",
+    "polygons_to_mask",
     "rle_to_mask",
     "save",
     "save_video",
@@ -793,6 +794,30 @@ def mask_polygons(mask: np.ndarray) -> tuple[list[np.ndarray], bool]:
             holes = True
     outer.sort(key=lambda item: -item[0])
     return [ring for _, ring in outer], holes
+
+
+def polygons_to_mask(polygons: list[list[float]], height: int, width: int) -> np.ndarray:
+    """COCO polygons ([[x0, y0, x1, y1, ...], ...], pixels) to an (H, W) bool mask: the
+    pixels whose centre (j + 0.5, i + 0.5) lies inside one of them (their union, as COCO's
+    reader takes it). The inverse of `mask_polygons` for a mask without holes, exactly: its
+    outlines cross each row of centres between two centres, never on one."""
+    mask = np.zeros((height, width), bool)
+    rows = np.arange(height, dtype=np.float64)[:, None] + 0.5  # (H, 1) the centres' y
+    for flat in polygons:
+        ring = np.asarray(flat, np.float64).reshape(-1, 2)
+        if len(ring) < 3:
+            continue
+        x0, y0 = ring[:, 0], ring[:, 1]
+        x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+        crosses = (y0 > rows) != (y1 > rows)  # (H, K) edge k crosses row i
+        r, k = np.nonzero(crosses)
+        at = x0[k] + (rows[r, 0] - y0[k]) * (x1[k] - x0[k]) / (y1[k] - y0[k])
+        # every pixel whose centre lies right of a crossing flips in or out: count them
+        first = np.clip(np.floor(at - 0.5) + 1, 0, width).astype(np.int64)
+        flips = np.zeros((height, width + 1), np.int64)
+        np.add.at(flips, (r, first), 1)
+        mask |= np.cumsum(flips[:, :width], axis=1) % 2 == 1
+    return mask
 
 
 def _inside(points: np.ndarray, ring: np.ndarray) -> np.ndarray:

@@ -41,6 +41,8 @@ from textseg.export import (
     ANNOTATIONS_NAME,
     DATASET_FORMATS,
     SEGMENTATION_KINDS,
+    mask_to_rle,
+    polygons_to_mask,
     write_json_atomic,
     write_text_atomic,
 )
@@ -146,7 +148,11 @@ def load_items(dataset: str | os.PathLike) -> DataSet:
     items = []
     for ann in coco.get("annotations", []):
         image = images[int(ann["image_id"])]
-        rle = ann["segmentation"] if isinstance(ann["segmentation"], dict) else {}
+        rle = ann["segmentation"]
+        if isinstance(rle, list):  # `textseg label --segmentation polygon`: masks without holes
+            rle = mask_to_rle(polygons_to_mask(rle, int(image["height"]), int(image["width"])))
+        elif not isinstance(rle, dict):
+            rle = {}
         key = object_key(image["file_name"], rle) if rle else f"ann-{ann['id']}"
         items.append(
             ReviewItem(

@@ -251,6 +251,8 @@ def test_polygons_keep_every_pixel_of_shapes_without_holes_and_name_holes():
         polygons = [ring.ravel().tolist() for ring in rings]
         back = coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects(polygons, h, w)))
         assert np.array_equal(back.astype(bool), mask)
+        as_written = [[round(v, 2) for v in p] for p in polygons]  # as write_coco rounds
+        assert np.array_equal(export.polygons_to_mask(as_written, h, w), mask)  # the review's
         obj = LabelledObject(1, "x", 1.0, [0, 0, 1, 1], int(mask.sum()), mask_to_rle(mask))
         line = export.yolo_line(obj, height=h, width=w)
         points = np.array(line.split()[1:], float).reshape(-1, 2) * [w, h]

@@ -131,6 +131,46 @@ def test_decisions_through_the_controls_reload_and_export_exactly(dataset, text_
     assert np.array_equal(coco.annToMask(dog).astype(bool), rle_to_mask(added.added["rle"]))
 
 
+def test_a_data_set_labelled_with_polygons_reviews_and_exports_its_exact_masks(
+    text_segmenter, tmp_path
+):
+    """`textseg label --segmentation polygon` writes outlines, not RLE: the review read no
+    mask from them (blank thumbnails, keys by annotation id, which change when photos are
+    added) and the export failed with KeyError 'counts'. The outlines now give back the
+    very masks, and the same keys, that an RLE data set of the same photos has."""
+    from PIL import Image
+
+    photos = tmp_path / "photos"  # flat colours: the tiny models' masks have no holes here
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        pixels = np.zeros((60 + 10 * i, 90, 3), np.uint8) + rng.integers(0, 255, 3, np.uint8)
+        pixels[10:40, 20 + 5 * i : 70] = rng.integers(0, 255, 3, np.uint8)
+        Image.fromarray(pixels).save(photos / f"flat{i}.png")
+    sets = {}
+    for kind in ("rle", "polygon"):
+        sets[kind] = tmp_path / kind
+        label_dataset(
+            text_segmenter, photos, PROMPT, out=sets[kind], segmentation=kind, progress=False,
+            model="tiny", **FORCE,
+        )  # fmt: skip
+    written = json.loads((sets["polygon"] / "annotations.json").read_text())["annotations"]
+    assert any(isinstance(a["segmentation"], list) for a in written)
+    rle_items = load_items(sets["rle"]).items
+    items = load_items(sets["polygon"]).items
+    assert [(i.key, i.rle) for i in items] == [(i.key, i.rle) for i in rle_items]
+    app = build_review(sets["polygon"], user="ana")
+    assert len(app.cards) == len(items) <= PAGE_SIZE
+    for card in app.cards:
+        card.accept.click()
+    summary = export_reviewed(sets["polygon"], formats=("coco", "yolo"))
+    assert summary.accepted == len(items)
+    coco = COCO(str(sets["polygon"] / "reviewed" / "annotations.json"))
+    for ann, item in zip(coco.loadAnns(coco.getAnnIds()), rle_items):
+        assert np.array_equal(coco.annToMask(ann).astype(bool), rle_to_mask(item.rle))
+        assert ann["area"] == item.area
+
+
 def test_no_object_here_rejects_every_object_of_the_image(dataset):
     app = build_review(dataset, user="ana")
     image = app.cards[0].item.image
