@@ -966,7 +966,13 @@ def _place_image(source: Path, target: Path) -> None:
         except OSError:
             import shutil
 
-            shutil.copyfile(source, tmp)
+            try:
+                shutil.copyfile(source, tmp)
+            except OSError as err:  # the image is gone or unreadable since it was labelled
+                raise OutputError(
+                    f"{source}: cannot be linked or copied to {target} ({err.strerror or err}); "
+                    "put the image back, or run `textseg label` again so the data set drops it"
+                ) from err
 
 
 def _yolo_places(root: Path, data: LabelledSet) -> list[tuple[Path, Path]]:

@@ -287,6 +287,24 @@ def test_cli_export_reviewed_only_coco_and_yolo(dataset, capsys):
     assert "the data set itself" in capsys.readouterr().err
 
 
+def test_an_image_gone_since_labelling_stops_the_yolo_export_in_one_line(dataset, capsys):
+    """A reviewed image deleted from the folder before the export: the YOLO layout cannot
+    link or copy it. That was a FileNotFoundError traceback; now one line naming the image
+    and what to do, exit status 2."""
+    run = dataset / ".textseg-label" / "run.json"
+    recipe = json.loads(run.read_text())
+    photos = Path(shutil.copytree(recipe["folder"], dataset.parent / "photos"))
+    run.write_text(json.dumps({**recipe, "folder": str(photos)}))  # the shared photos stay
+    app = build_review(dataset, user="ana")
+    app.cards[0].accept.click()
+    (photos / app.cards[0].item.image).unlink()
+    code = main(["export", str(dataset), "--reviewed-only", "--format", "coco", "yolo"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.splitlines()) == 1 and app.cards[0].item.image in err, err
+    assert "put the image back" in err
+
+
 @pytest.mark.parametrize(
     "spelling", [["--format", "coco", "yolo"], ["--format", "coco", "--format", "yolo"]]
 )
