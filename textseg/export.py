@@ -50,7 +50,7 @@ import math
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -975,21 +975,39 @@ def _place_image(source: Path, target: Path) -> None:
                 ) from err
 
 
+def yolo_label_clash(files: Iterable[str]) -> str | None:
+    """Where two of `files` (data-set names, "sub/cat.jpg") would get one YOLO label file:
+    a line that names them and says what to do; None when none would. YOLO finds an image's
+    labels by its name without the suffix, so sub/cat.jpg and sub/cat.png share
+    labels/sub/cat.txt. `textseg label` asks before labelling; the export asks again."""
+    names: dict[Path, str] = {}
+    for file in files:
+        label = _yolo_label(file)
+        if label in names:
+            return (
+                f"{names[label]} and {file} would share {label.as_posix()}: YOLO names labels "
+                "by the image's name without its suffix; rename one"
+            )
+        names[label] = file
+    return None
+
+
+def _yolo_label(file: str) -> Path:
+    """A data-set image's label file, relative to the YOLO folder."""
+    return Path("labels", *file.split("/")).with_suffix(".txt")
+
+
 def _yolo_places(root: Path, data: LabelledSet) -> list[tuple[Path, Path]]:
     """(its label file, its image's place) for every image, in order; one pass over the
-    images' names, so memory stays flat."""
-    names: dict[Path, str] = {}
+    images, so their records are read once."""
     out = []
+    files = []
     for image in data.images():
-        rel = Path(*image.file.split("/"))
-        label = root / "labels" / rel.with_suffix(".txt")
-        if label in names:  # YOLO finds an image's labels by its name without the suffix
-            raise OutputError(
-                f"{names[label]} and {image.file} would share {label.relative_to(root)}: YOLO "
-                "names labels by the image's name without its suffix; rename one"
-            )
-        names[label] = image.file
-        out.append((label, root / "images" / rel))
+        files.append(image.file)
+        out.append((root / _yolo_label(image.file), root / "images" / Path(*image.file.split("/"))))
+    clash = yolo_label_clash(files)
+    if clash:
+        raise OutputError(clash)
     return out
 
 

@@ -51,6 +51,7 @@ from textseg.export import (
     mask_to_rle,
     save,
     write_json_atomic,
+    yolo_label_clash,
 )
 from textseg.images import IMAGE_SUFFIXES
 from textseg.parts import check_unit
@@ -490,6 +491,10 @@ def label_dataset(
     }
     ranks = ranks if ranks is not None else Ranks.from_env()
     dest = Path(out)
+    files = list_dataset_images(root, exclude=dest)
+    clash = yolo_label_clash(files) if "yolo" in formats else None
+    if clash:  # before any image is labelled: the merge would stop at the end on it
+        raise LabelError(f"{root}: {clash}, or leave out --format yolo")
     state = dest / STATE_DIR
     records = state / "records"
     resumed = _check_out(dest, recipe)  # every rank checks; only rank 0 writes
@@ -504,7 +509,7 @@ def label_dataset(
         if not resumed:
             write_json_atomic(state / RUN_NAME, recipe)
     ranks.barrier()
-    entries = _entries(root.resolve(), list_dataset_images(root, exclude=dest))
+    entries = _entries(root.resolve(), files)
     pending = [
         e for e in entries if (r := _read_record(records, e)) is None or r.get("status") == "failed"
     ]

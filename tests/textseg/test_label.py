@@ -401,6 +401,25 @@ def test_images_gone_from_the_folder_leave_the_yolo_layout_too(text_segmenter, t
     assert not (out / "images" / "sub").exists() and not (out / "labels" / "sub").exists()
 
 
+def test_two_images_yolo_would_label_alike_are_refused_before_any_is_labelled(
+    text_segmenter, tmp_path
+):
+    """sub/img2.jpg and sub/img2.png would share labels/sub/img2.txt. It was found by the
+    merge, after every image had been labelled (hours, on a large set), with annotations.json
+    rewritten and summary.json not; now before anything is written. COCO alone is fine."""
+    photos = write_folder(tmp_path / "photos", good=3, odd=False)
+    make_sample_image(photos / "sub" / "img2.png", height=40, width=50, seed=9)
+    out = tmp_path / "dataset"
+    with pytest.raises(LabelError) as info:
+        run(text_segmenter, photos, out)
+    message = str(info.value)
+    assert "sub/img2.jpg and sub/img2.png would share labels/sub/img2.txt" in message
+    assert "rename one" in message and "\n" not in message
+    assert not out.exists()
+    summary = run(text_segmenter, photos, out, formats=("coco",))
+    assert summary.labelled == 4
+
+
 @pytest.mark.parametrize(
     "change, named",
     [
