@@ -8,7 +8,8 @@ H.264 encoder (libx264) for the overlay MP4; GIFs are written with Pillow.
 
 A folder of frames is read in natural order (frame2.png before frame10.png); its images go
 through `textseg.load_image` (EXIF orientation, transparency, 16-bit...) and must all
-have the size of the first one.
+have the size of the first one, and so must a video file's frames. A video file's frames
+are turned upright by its display rotation (phone clips), as players and FFmpeg show them.
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ def is_video_file(path: str | os.PathLike) -> bool:
 class VideoInfo:
     """What is known about a clip before decoding it.
 
-    size: (H, W) of its frames in pixels. fps: frames per second. name: for messages.
+    size: (H, W) of its frames in pixels, as stored (before the display rotation that
+    iter_frames applies: a phone clip filmed upright reads W x H here). fps: frames per
+    second. name: for messages.
     frames: the container's frame count, or None when it does not say (it may be wrong).
     """
 
@@ -182,10 +185,25 @@ def probe_video(source: str | os.PathLike, *, fps: float | None = None) -> Video
     )
 
 
+def _upright(frame) -> Image.Image:
+    """A decoded av.VideoFrame as an RGB PIL image the way players show it: turned by the
+    stream's display rotation (a phone clip filmed upright is stored landscape, with a
+    rotation of 90 or -90 degrees), to the nearest quarter turn, as FFmpeg's autorotate does."""
+    from PIL import Image
+
+    image = frame.to_image()  # RGB24
+    quarter = round(float(getattr(frame, "rotation", 0) or 0) / 90) % 4  # counter-clockwise
+    if not quarter:
+        return image
+    turns = (Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270)
+    return image.transpose(turns[quarter - 1])
+
+
 def iter_frames(
     source: str | os.PathLike, *, max_frames: int | None = None
 ) -> Iterator[Image.Image]:
-    """Yield the clip's frames in order as RGB PIL images at their full size.
+    """Yield the clip's frames in order as RGB PIL images at their full size, upright (a
+    video file's display rotation applied, as players show it).
 
     Raises VideoLoadError (one line, naming the file and the frame) for a missing, empty,
     corrupt or unsupported file, a folder without frames, frames of different sizes or
@@ -226,11 +244,17 @@ def iter_frames(
                         f"{source}: corrupt video, decoding failed at frame {count} "
                         f"({_first_line(err)}); {_HINT}"
                     ) from err
-                if size is None:
+                if size is None:  # checked as stored, before any pixel is converted
                     _check_frame_pixels(frame.width, frame.height, str(source))
                     size = (frame.height, frame.width)
+                elif (frame.height, frame.width) != size:
+                    raise VideoLoadError(
+                        f"{source}: frame {count} is {frame.height}x{frame.width} (H x W) but "
+                        f"the first frame is {size[0]}x{size[1]}; all frames must have one size "
+                        "(re-encode the clip at one size, e.g. ffmpeg -vf scale=W:H)"
+                    )
                 count += 1
-                yield frame.to_image()  # RGB24
+                yield _upright(frame)
         finally:
             container.close()
     if count == 0:

@@ -326,6 +326,13 @@ def test_bad_videos_give_one_line_errors(tmp_path, clip, monkeypatch):
     cases["mixed sizes"] = mixed
     import av
 
+    # a video file whose frames change size: two MPEG-TS streams end to end (as `cat` joins
+    # them); read as one clip, frame 3 is 64x96 after three 32x48 frames
+    parts = [_encode(tmp_path / f"part{h}.ts", [np.zeros((h, w, 3), np.uint8)] * 3, fmt="mpegts")
+             for h, w in [(32, 48), (64, 96)]]  # fmt: skip
+    (tmp_path / "resized.mpg").write_bytes(b"".join(part.read_bytes() for part in parts))
+    cases["frames change size"] = tmp_path / "resized.mpg"
+
     with av.open(str(tmp_path / "zero.mp4"), "w", format="mp4") as c:  # header, no frame
         s = c.add_stream("libx264", rate=8)
         s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
@@ -339,6 +346,7 @@ def test_bad_videos_give_one_line_errors(tmp_path, clip, monkeypatch):
         "no frames": "no image frames",
         "an image": "is an image, not a video",
         "mixed sizes": "all frames must have one size",
+        "frames change size": "frame 3 is 64x96 (H x W) but the first frame is 32x48",
         "zero frames": "zero-frame",
     }
     for name, path in cases.items():
@@ -350,6 +358,40 @@ def test_bad_videos_give_one_line_errors(tmp_path, clip, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
     with pytest.raises(VideoLoadError, match="downscale the video"):
         probe_video(clip)
+
+
+def _encode(path, frames, *, fmt="mp4", rotation=None):
+    """Write (H, W, 3) uint8 frames with PyAV as H.264, optionally with a display rotation
+    (counter-clockwise degrees, what a phone writes for a clip filmed upright)."""
+    import av
+
+    with av.open(str(path), "w", format=fmt) as container:
+        stream = container.add_stream("libx264", rate=8)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        for pixels in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize(("rotation", "red_side"), [(90, "bottom"), (-90, "top"), (180, "right")])
+def test_a_phone_clip_is_read_upright_as_players_show_it(tmp_path, rotation, red_side):
+    """A phone stores a clip filmed upright as landscape frames plus a display rotation;
+    frames, masks and overlay must be upright (FFmpeg's autorotate: 90 counter-clockwise)."""
+    _needs_av()
+    stored = np.full((64, 96, 3), 128, np.uint8)
+    stored[:, :16] = (220, 30, 30)  # red on the stored frame's left edge
+    clip = _encode(tmp_path / "phone.mp4", [stored] * 3, rotation=rotation)
+    frames = [np.asarray(f) for f in iter_frames(clip)]
+    upright = (96, 64, 3) if rotation in (90, -90) else (64, 96, 3)
+    assert len(frames) == 3 and all(f.shape == upright for f in frames)
+    red = colour_mask(frames[0], "red")
+    edge = {"bottom": red[-1], "top": red[0], "right": red[:, -1], "left": red[:, 0]}
+    assert {side for side, pixels in edge.items() if pixels.all()} == {red_side}
+    assert read_video(clip, image_size=32, every=2).size == upright[:2]
 
 
 def test_write_mp4_pads_odd_sizes_and_reads_back(tmp_path):
