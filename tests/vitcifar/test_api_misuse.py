@@ -142,3 +142,12 @@ def test_predict_takes_an_image_set_as_its_images(run, splits):
     from_tensor = predict(run / "best.pt", splits.test.images, device="cpu")
     assert from_set.sources == from_tensor.sources and len(from_set) == len(splits.test)
     np.testing.assert_array_equal(from_set.probabilities, from_tensor.probabilities)
+
+
+def test_export_to_a_folder_names_the_file_to_write_and_leaves_the_folder_alone(run):
+    from vitcifar import export_model
+
+    before = _digests(run)
+    with pytest.raises(ValueError, match=r"is a folder; name the file to write, e.g. .*model.pt"):
+        export_model(run / "best.pt", run, format="torchscript")
+    assert _digests(run) == before and not list(run.parent.glob(f".{run.name}*.tmp"))
