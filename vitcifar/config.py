@@ -13,6 +13,7 @@ dataclasses, saved as ``asdict`` in every checkpoint, so a checkpoint alone can 
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal, TypeVar, get_args
@@ -282,6 +283,10 @@ class PresetView(Mapping[str, _Half]):
         self._half = half
 
     def __getitem__(self, name: str) -> _Half:
+        if name not in PRESET_TABLE:
+            raise KeyError(
+                f"no preset {name!r}; choose one of {', '.join(map(repr, preset_names()))}"
+            )
         return PRESET_TABLE[name][self._half]
 
     def __iter__(self) -> Iterator[str]:
@@ -307,4 +312,19 @@ def config_for_preset(preset: str, **train_overrides: Any) -> tuple[ViTConfig, T
     """(model config, train config) of a named preset, with TrainConfig overrides."""
     check_choice("preset", preset, tuple(preset_names()))
     model_cfg, train_cfg = PRESET_TABLE[preset]
+    known = [f.name for f in fields(TrainConfig)]
+    model_fields = {f.name for f in fields(ViTConfig)}
+    for key in train_overrides:
+        if key in model_fields:
+            raise TypeError(
+                f"config_for_preset: {key!r} is a model (ViTConfig) setting, not a TrainConfig "
+                f"one; change it with dataclasses.replace(model_cfg, {key}=...)"
+            )
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            guess = f"did you mean {close[0]!r}? " if close else ""
+            raise TypeError(
+                f"config_for_preset: {key!r} is not a TrainConfig setting; {guess}"
+                f"the settings are {', '.join(known)}"
+            )
     return model_cfg, replace(train_cfg, **train_overrides)

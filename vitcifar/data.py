@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
-from vitcifar.config import AugmentConfig
+from vitcifar.config import AugmentConfig, ViTConfig
 from vitcifar.gpu_aug import BatchAugment
 from vitcifar.images import IMAGE_EXTENSIONS, DataError, ImageTooLarge, decode_image, to_rgb8
 
@@ -75,6 +75,9 @@ class ImageSet:
     labels: torch.Tensor
     classes: list[str]
 
+    def __post_init__(self) -> None:
+        check_image_set(self.images, self.labels, self.classes)
+
     def __len__(self) -> int:
         return len(self.labels)
 
@@ -83,6 +86,66 @@ class ImageSet:
 
     def to(self, device: torch.device | str) -> ImageSet:
         return ImageSet(self.images.to(device), self.labels.to(device), self.classes)
+
+
+def check_image_set(images: Any, labels: Any, classes: Sequence[str]) -> None:
+    """Raise a one-line ``DataError`` unless ``images`` is (N, C, H, W) uint8 on 0-255 and
+    ``labels`` (N,) integers in [0, len(classes)): what an ``ImageSet`` built by hand must hold."""
+    for name, t in (("images", images), ("labels", labels)):
+        if not isinstance(t, torch.Tensor):
+            raise DataError(
+                f"ImageSet {name} must be a torch tensor, got {type(t).__name__}; "
+                f"convert it with torch.as_tensor({name})"
+            )
+    shape = tuple(images.shape)
+    if images.ndim != 4:
+        raise DataError(f"ImageSet images must be (N, C, H, W), got shape {shape}")
+    if images.shape[1] not in (1, 3, 4) and images.shape[-1] in (1, 3, 4):
+        raise DataError(
+            f"ImageSet images must be (N, C, H, W), got shape {shape}, which looks like "
+            "(N, H, W, C); use images.permute(0, 3, 1, 2).contiguous()"
+        )
+    if images.dtype != torch.uint8:
+        hint = (
+            "(images * 255).round().to(torch.uint8) for images on the [0, 1] scale"
+            if images.is_floating_point()
+            else "images.to(torch.uint8) if the values are 0-255"
+        )
+        raise DataError(
+            f"ImageSet images must be uint8 on the 0-255 scale, got {images.dtype}; use {hint}"
+        )
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise DataError(
+            f"ImageSet labels must be (N,) with one label per image, got shape "
+            f"{tuple(labels.shape)} for {len(images)} images"
+        )
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise DataError(
+            f"ImageSet labels must be integer class indices, got {labels.dtype}; use labels.long()"
+        )
+    if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < len(classes):
+        raise DataError(
+            f"ImageSet labels must be class indices in [0, {len(classes)}) for its "
+            f"{len(classes)} classes, got labels from {int(labels.min())} to {int(labels.max())}; "
+            "number the classes from 0 and list every class name in classes"
+        )
+
+
+def check_fits_model(data: ImageSet, model_cfg: ViTConfig, what: str) -> None:
+    """Raise a one-line ``DataError`` unless ``data``'s images are the (C, H, W) the model takes."""
+    c, size = model_cfg.in_channels, model_cfg.image_size
+    got = tuple(data.images.shape[1:])
+    if got != (c, size, size):
+        hint = (
+            "; images.expand(-1, 3, -1, -1) turns grayscale into RGB"
+            if got[0] == 1 and c == 3
+            else f"; resize the images to {size}x{size}, or set the model's image_size"
+            if got[0] == c
+            else ""
+        )
+        raise DataError(
+            f"the {what} images are {got} (C, H, W) but the model takes {(c, size, size)}{hint}"
+        )
 
 
 @dataclass

@@ -32,7 +32,7 @@ from vitcifar.checkpoint import (
     write_in_order,
 )
 from vitcifar.config import TrainConfig, ViTConfig
-from vitcifar.data import ImageSet, eval_batches, normalize
+from vitcifar.data import DataError, ImageSet, Splits, check_fits_model, eval_batches, normalize
 from vitcifar.machine import resolve_amp, resolve_device
 from vitcifar.model import ViT, attention_map
 from vitcifar.plots import plot_attention, plot_confusion, plot_curves, plot_misclassified
@@ -207,6 +207,17 @@ def evaluate(
     (default: the checkpoint's folder) unless ``save=False``."""
     from sklearn.metrics import classification_report, confusion_matrix
 
+    if not isinstance(test, ImageSet):
+        hint = (
+            "pass splits.test (or splits.val)"
+            if isinstance(test, Splits)
+            else "use load_test_set(...) or ImageSet(images, labels, classes)"
+        )
+        raise TypeError(f"test must be a vitcifar ImageSet, got {type(test).__name__}; {hint}")
+    if not len(test):
+        raise DataError(
+            "the test set is empty: there is nothing to evaluate; pass a set with images"
+        )
     dev = resolve_device(device)
     model, ckpt = load_model(checkpoint, device=dev)
     tcfg = TrainConfig.from_dict(ckpt["train_config"])
@@ -215,6 +226,7 @@ def evaluate(
         raise ValueError(
             f"the test set's classes {list(test.classes)} do not match the checkpoint's {classes}"
         )
+    check_fits_model(test, model.config, "test")
     loss, acc, pred = evaluate_model(
         model,
         test,

@@ -270,6 +270,11 @@ def export_model(
     check_choice("input_dtype", input_dtype, InputDtype)
     out = Path(out)
     check_not_a_link_loop(out, "output file", ValueError)
+    if out.is_dir():
+        suffix = ".onnx" if format == "onnx" else ".pt"
+        raise ValueError(
+            f"output file {out} is a folder; name the file to write, e.g. {out / ('model' + suffix)}"
+        )
     if format == "onnx" and opset is not None:
         low, high = supported_opsets()
         if not low <= opset <= high:

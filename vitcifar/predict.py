@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from vitcifar.checkpoint import check_not_a_link_loop, hold_folder, write_in_order
-from vitcifar.data import normalize
+from vitcifar.data import ImageSet, normalize
 from vitcifar.evaluate import model_and_classes
 from vitcifar.images import IMAGE_EXTENSIONS, DataError, ImageInput, decode_image, describe
 from vitcifar.machine import resolve_device
@@ -86,7 +86,10 @@ def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def _expand(images: Any) -> list[tuple[str, Any]]:
-    """(name, image) pairs from one image, a folder, a batch array/tensor, or a sequence of them."""
+    """(name, image) pairs from one image, a folder, a batch array/tensor, an ``ImageSet`` (its
+    images), or a sequence of them."""
+    if isinstance(images, ImageSet):
+        images = images.images
     if isinstance(images, (str, os.PathLike)):
         return [(str(p), p) for p in find_images([images])]
     if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4:  # a batch
@@ -252,7 +255,8 @@ def predict(
         ``load_model``), or a ``ViT``.
     images: one image or a list; each a path, a folder (its images, recursively), bytes, a PIL
         image, a numpy array (H, W[, C]) or a torch tensor (C, H, W); or a batch as one
-        (N, H, W, C) array or (N, C, H, W) tensor. Any size and mode: see ``prepare_image``.
+        (N, H, W, C) array or (N, C, H, W) tensor, or an ``ImageSet`` (e.g. ``splits.test``).
+        Any size and mode: see ``prepare_image``.
     top_k: how many classes ``top``/``table``/``save`` report (at most the number of classes).
     tta: average the logits of each image and its mirror image. None: as the checkpoint's
         evaluation (``TrainConfig.tta_flip``; off for a bare ``ViT``).

@@ -54,7 +54,7 @@ from vitcifar.config import (
     ViTConfig,
     config_for_preset,
 )
-from vitcifar.data import BatchLoader, DataError, SampleLoader, Splits
+from vitcifar.data import BatchLoader, DataError, SampleLoader, Splits, check_fits_model
 from vitcifar.distributed import Distributed, RankStreams
 from vitcifar.evaluate import evaluate_model
 from vitcifar.machine import (
@@ -352,6 +352,11 @@ def train(
     """
     from tqdm.auto import tqdm
 
+    if not isinstance(splits, Splits):
+        raise TypeError(
+            f"splits must be a vitcifar Splits (from load_splits, or Splits(train, val, test) of "
+            f"ImageSets), got {type(splits).__name__}"
+        )
     if local_dir is not None:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ValueError("a mirrored run folder (local_dir) is for one process, not torchrun")
@@ -402,6 +407,8 @@ def train(
         raise DataError(
             f"the model has num_classes={model_cfg.num_classes} but the data has {len(splits.classes)} classes"
         )
+    check_fits_model(splits.train, model_cfg, "training")
+    check_fits_model(splits.val, model_cfg, "validation")
     dist = Distributed.from_env(resolve_device(cfg.device, knobs=knobs))
     dist.check_batch(cfg.batch_size)
     if dist.is_main:
