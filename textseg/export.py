@@ -802,21 +802,30 @@ def polygons_to_mask(polygons: list[list[float]], height: int, width: int) -> np
     reader takes it). The inverse of `mask_polygons` for a mask without holes, exactly: its
     outlines cross each row of centres between two centres, never on one."""
     mask = np.zeros((height, width), bool)
-    rows = np.arange(height, dtype=np.float64)[:, None] + 0.5  # (H, 1) the centres' y
     for flat in polygons:
         ring = np.asarray(flat, np.float64).reshape(-1, 2)
         if len(ring) < 3:
             continue
         x0, y0 = ring[:, 0], ring[:, 1]
         x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
-        crosses = (y0 > rows) != (y1 > rows)  # (H, K) edge k crosses row i
-        r, k = np.nonzero(crosses)
-        at = x0[k] + (rows[r, 0] - y0[k]) * (x1[k] - x0[k]) / (y1[k] - y0[k])
-        # every pixel whose centre lies right of a crossing flips in or out: count them
+        # Edge k crosses the centres' row i (y = i + 0.5) when min(y0, y1) <= i + 0.5 <
+        # max(y0, y1): rows lo..hi-1. Listed per edge, so the work is the crossings, not
+        # rows x edges (a 12 MP outline of 15k points took 0.9 s and 45 MB that way).
+        lo = np.clip(np.ceil(np.minimum(y0, y1) - 0.5), 0, height).astype(np.int64)
+        hi = np.clip(np.ceil(np.maximum(y0, y1) - 0.5), 0, height).astype(np.int64)
+        count = np.maximum(hi - lo, 0)
+        k = np.repeat(np.arange(len(ring)), count)  # (C,) the edge of each crossing
+        r = lo[k] + np.arange(len(k)) - np.repeat(np.cumsum(count) - count, count)  # its row
+        at = x0[k] + (r + 0.5 - y0[k]) * (x1[k] - x0[k]) / (y1[k] - y0[k])
+        if not len(k):
+            continue
+        # every pixel whose centre lies right of a crossing flips in or out: count them, mod
+        # 256 (uint8 wraps, the parity stays), over the rows the outline spans
         first = np.clip(np.floor(at - 0.5) + 1, 0, width).astype(np.int64)
-        flips = np.zeros((height, width + 1), np.int64)
-        np.add.at(flips, (r, first), 1)
-        mask |= np.cumsum(flips[:, :width], axis=1) % 2 == 1
+        top, bottom = int(lo.min()), int(hi.max())
+        flips = np.zeros((bottom - top, width + 1), np.uint8)
+        np.add.at(flips, (r - top, first), 1)
+        mask[top:bottom] |= np.cumsum(flips[:, :width], axis=1, dtype=np.uint8) % 2 == 1
     return mask
 
 
