@@ -521,6 +521,10 @@ def run(app: SegmentApp) -> None:
 
     app.run_button.disabled = app.clear_button.disabled = True
     _forget_result(app)
+    # The outcome is shown last, once Run and Clear take clicks again: the front end applies
+    # the messages in order, so a status that says done never sits above a disabled Clear
+    # (the browser test clicked Clear at "3 objects" and the click was lost).
+    outcome, kind = "", "info"
     try:
         if app.upload_error:
             raise TextsegError(app.upload_error)
@@ -558,14 +562,15 @@ def run(app: SegmentApp) -> None:
         else:
             app.download.value = _download_html(seg, folder_name(app.name))
         app.last = seg
-        _message(app, f"{app.name}: {seg.summary()}", kind="ok")
+        outcome, kind = f"{app.name}: {seg.summary()}", "ok"
     except (TextsegError, ValueError) as err:
-        _message(app, f"Error: {err}", kind="error")
+        outcome, kind = f"Error: {err}", "error"
     except Exception as err:  # noqa: BLE001 - the widget shows a message, not a traceback
         logger.debug("textseg UI run failed", exc_info=True)
-        _message(app, f"Unexpected error ({type(err).__name__}): {err}", kind="error")
+        outcome, kind = f"Unexpected error ({type(err).__name__}): {err}", "error"
     finally:
         app.run_button.disabled = app.clear_button.disabled = False
+    _message(app, outcome, kind=kind)
 
 
 def run_soon(app: SegmentApp, *, delay: float = SETTLE_SECONDS) -> None:

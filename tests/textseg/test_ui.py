@@ -162,6 +162,25 @@ def test_upload_then_run_shows_overlay_table_with_colour_key_and_download(app, s
     assert data["source"] == "street.png" and len(data["objects"]) == len(seg)
 
 
+@pytest.mark.parametrize("prompt", ["cat, remote", "   "])  # a result, and an error
+def test_the_outcome_is_shown_once_run_and_clear_take_clicks_again(app, sample_image, prompt):
+    """The front end applies widget changes in the order they are sent: a status that says
+    done, sent before the buttons were enabled, let a click on Clear at that moment be lost
+    (the browser test on stack (b) timed out waiting for "cleared")."""
+    _set_upload(app.upload, _upload("street.png", _png(sample_image)))
+    app.prompt.value = prompt
+    changes: list[tuple[str, object]] = []
+    app.status.observe(lambda c: changes.append(("status", c["new"])), "value")
+    for name in ("run_button", "clear_button"):
+        button = getattr(app, name)
+        button.observe(lambda c, name=name: changes.append((name, c["new"])), "disabled")
+    run(app)
+    assert changes[-1][0] == "status"
+    assert ("Error" in changes[-1][1]) == (not prompt.strip())
+    enabled = [i for i, (what, new) in enumerate(changes) if what != "status" and new is False]
+    assert len(enabled) == 2 and max(enabled) < len(changes) - 1
+
+
 def test_enter_in_the_prompt_runs(sample_image):
     fake = FakeSegmenter()
     app = build_app(fake)
