@@ -815,10 +815,10 @@ def polygons_to_mask(polygons: list[list[float]], height: int, width: int) -> np
         hi = np.clip(np.ceil(np.maximum(y0, y1) - 0.5), 0, height).astype(np.int64)
         count = np.maximum(hi - lo, 0)
         k = np.repeat(np.arange(len(ring)), count)  # (C,) the edge of each crossing
+        if not len(k):  # the outline lies between two rows of centres, or off the image
+            continue
         r = lo[k] + np.arange(len(k)) - np.repeat(np.cumsum(count) - count, count)  # its row
         at = x0[k] + (r + 0.5 - y0[k]) * (x1[k] - x0[k]) / (y1[k] - y0[k])
-        if not len(k):
-            continue
         # every pixel whose centre lies right of a crossing flips in or out: count them, mod
         # 256 (uint8 wraps, the parity stays), over the rows the outline spans
         first = np.clip(np.floor(at - 0.5) + 1, 0, width).astype(np.int64)
